@@ -1,0 +1,80 @@
+"""Command-line interface: ``neuroevo evolve [CONFIG] [--set key=value ...] [--out DIR]``.
+
+User mistakes (invalid config, impossible sizes, unwritable paths) print one line,
+``neuroevo: error: ...``, and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from neuroevo.errors import NeuroevoError
+
+DEFAULT_CONFIG = "digits"
+
+
+def bundled_configs() -> dict[str, Path]:
+    """Configs shipped in the package (the repository's configs/ folder), by name."""
+    folder = resources.files("neuroevo.configs")
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def resolve_config_path(argument: str | None) -> Path:
+    """A path to an existing YAML file, or the name of a bundled config."""
+    if argument is None:
+        argument = DEFAULT_CONFIG
+    path = Path(argument)
+    if path.is_file():
+        return path
+    bundled = bundled_configs()
+    if argument in bundled:
+        return bundled[argument]
+    raise NeuroevoError(f"config {argument!r} not found: it is neither a file nor a bundled config ({', '.join(sorted(bundled))})")
+
+
+def load_config(argument: str | None, overrides: list[str]):
+    from neuroevo.config import apply_overrides, config_from_dict, read_yaml
+
+    path = resolve_config_path(argument)
+    return path, config_from_dict(apply_overrides(read_yaml(path), overrides))
+
+
+def command_evolve(args: argparse.Namespace) -> int:
+    path, config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from neuroevo.run import evolve
+
+    evolve(config, out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuroevo", description="Evolve local learning rules for graph networks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    evolve = commands.add_parser("evolve", help="evolve a rule and compare it with baselines on held-out lifetimes")
+    evolve.add_argument("config", nargs="?", help=f"YAML config file or bundled config name (default: {DEFAULT_CONFIG})")
+    evolve.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set evolution.population=32 (repeatable)")
+    evolve.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
+    evolve.set_defaults(handler=command_evolve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except NeuroevoError as error:
+        print(f"neuroevo: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neuroevo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Run configuration: YAML files and ``--set key=value`` overrides, validated into frozen dataclasses.
+
+Every section is a frozen dataclass, so a validated config is hashable and its sizes can be
+static arguments of jitted functions. Validation is strict: an unknown key, a value of the
+wrong type or an impossible size raises :class:`ConfigError` naming the key and the fix.
+The ``task`` and ``rule`` sections are validated by the config class that the named task or
+rule family registers, so each family checks its own options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from neuroevo.errors import ConfigError
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
+OUTPUT_ACTIVATIONS = ("softmax", "tanh", "identity")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Layered feed-forward graph network."""
+
+    hidden: tuple[int, ...] = ()  # neurons per hidden layer, input to output
+    hidden_activation: str = "tanh"
+    output_activation: str = "softmax"
+    bias: bool = True  # one constant-1 neuron with an edge to every non-input neuron
+    ticks: int = 0  # propagation ticks per presentation; 0 means the number of weight layers
+    init: Literal["normal", "uniform", "zeros"] = "normal"
+    init_gain: float = 1.0  # weight std is init_gain / sqrt(fan_in)
+
+    def validate(self) -> None:
+        if any(width < 1 for width in self.hidden):
+            raise ConfigError(f"network.hidden={list(self.hidden)} has a layer with fewer than 1 neuron; use positive widths")
+        _check_choice("network.hidden_activation", self.hidden_activation, ACTIVATIONS)
+        _check_choice("network.output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        if self.ticks < 0:
+            raise ConfigError(f"network.ticks={self.ticks} is negative; use 0 (one tick per layer) or a positive count")
+        if 0 < self.ticks < len(self.hidden) + 1:
+            raise ConfigError(
+                f"network.ticks={self.ticks} is fewer than the {len(self.hidden) + 1} weight layers, so the input "
+                f"never reaches the output; use ticks >= {len(self.hidden) + 1} or 0"
+            )
+        if self.init_gain < 0:
+            raise ConfigError(f"network.init_gain={self.init_gain} is negative; use a value >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalConfig:
+    """How the output error reaches hidden neurons."""
+
+    feedback: Literal["none", "broadcast", "random_feedback"] = "random_feedback"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolutionConfig:
+    """Outer loop: an evosax strategy over the rule parameters."""
+
+    strategy: str = "Open_ES"
+    population: int = 64
+    generations: int = 300
+    lifetimes_per_member: int = 8  # task instances each member is scored on per generation
+    std: float = 0.07  # search noise (std_schedule or std_init of the strategy)
+    optimizer: Literal["adam", "sgd"] = "adam"  # for strategies that take an optax optimizer
+    learning_rate: float = 0.03
+    fitness: Literal["accuracy", "neg_loss"] = "accuracy"
+    eval_every: int = 25  # generations between meta-test evaluations of the strategy mean
+    eval_lifetimes: int = 64
+
+    def validate(self) -> None:
+        for name in ("population", "generations", "lifetimes_per_member", "eval_every", "eval_lifetimes"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"evolution.{name}={value} must be at least 1")
+        if self.std <= 0:
+            raise ConfigError(f"evolution.std={self.std} must be positive")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"evolution.learning_rate={self.learning_rate} must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Held-out comparison at the end of a run."""
+
+    lifetimes: int = 256  # meta-test lifetimes per method
+    sweep_lifetimes: int = 128  # meta-train lifetimes used to choose each baseline's learning rate
+    learning_rates: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+    multi_pass_epochs: int = 20
+
+    def validate(self) -> None:
+        for name in ("lifetimes", "sweep_lifetimes", "multi_pass_epochs"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"evaluation.{name}={value} must be at least 1")
+        if self.lifetimes < 2:
+            raise ConfigError("evaluation.lifetimes must be at least 2 to compute a confidence interval")
+        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
+            raise ConfigError(f"evaluation.learning_rates={list(self.learning_rates)} must be a non-empty list of positive values")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run. ``task`` and ``rule`` are the registered config classes of the named task and rule."""
+
+    task: Any
+    rule: Any
+    seed: int = 0
+    network: NetworkConfig = NetworkConfig()
+    signal: SignalConfig = SignalConfig()
+    evolution: EvolutionConfig = EvolutionConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(repr(choice) for choice in get_args(annotation))
+    if origin is tuple:
+        return f"list of {_type_name(get_args(annotation)[0])}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _convert(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field annotation and convert lists to tuples."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        if value not in get_args(annotation):
+            raise ConfigError(f"{key}={value!r} is not one of {_type_name(annotation)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in get_args(annotation):
+            try:
+                return _convert(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(annotation)}")
+    if origin is tuple:
+        (item_type, _ellipsis) = get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a {_type_name(annotation)}, e.g. [1, 2]")
+        return tuple(_convert(f"{key}[{index}]", item, item_type) for index, item in enumerate(value))
+    if annotation is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}={value!r} must be null")
+        return None
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a string")
+        return value
+    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")
+
+
+def build_section(cls: type, data: Any, prefix: str) -> Any:
+    """Validate a mapping against the dataclass ``cls`` and return an instance.
+
+    Fields of ``cls`` that are dataclasses themselves are built recursively. The instance's
+    ``validate()`` method, when it has one, checks values that depend on each other.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping of keys to values, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            full_key = f"{prefix}.{key}" if prefix else str(key)
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {full_key!r}{hint} Valid keys here: {', '.join(fields)}")
+    values = {}
+    for name, value in data.items():
+        full_key = f"{prefix}.{name}" if prefix else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            values[name] = build_section(annotation, value, full_key)
+        else:
+            values[name] = _convert(full_key, value, annotation)
+    section = cls(**values)
+    if hasattr(section, "validate"):
+        section.validate()
+    return section
+
+
+def _build_named_section(data: Any, section: str, registry: dict[str, type], default: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{section} must be a mapping with a 'name' key, got {data!r}")
+    data = dict(data)
+    name = data.pop("name", default)
+    if name not in registry:
+        raise ConfigError(f"{section}.name={name!r} is not a registered {section}; choose one of {', '.join(sorted(registry))}")
+    return build_section(registry[name], data, section)
+
+
+def config_from_dict(data: Any) -> Config:
+    """Validate a raw mapping (parsed YAML plus overrides) into a :class:`Config`."""
+    from neuroevo.rules import RULE_CONFIGS
+    from neuroevo.tasks import TASK_CONFIGS
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    data = dict(data)
+    task = _build_named_section(data.pop("task", None), "task", TASK_CONFIGS, "digits")
+    rule = _build_named_section(data.pop("rule", None), "rule", RULE_CONFIGS, "mlp")
+    return _assemble(data, task, rule)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConfigWithoutPlugins:
+    seed: int = 0
+    network: NetworkConfig = NetworkConfig()
+    signal: SignalConfig = SignalConfig()
+    evolution: EvolutionConfig = EvolutionConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+
+def _assemble(data: dict, task: Any, rule: Any) -> Config:
+    rest = build_section(_ConfigWithoutPlugins, data, "")
+    return Config(
+        task=task,
+        rule=rule,
+        seed=rest.seed,
+        network=rest.network,
+        signal=rest.signal,
+        evolution=rest.evolution,
+        evaluation=rest.evaluation,
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value``; the value is read as YAML, so ``[16, 16]`` is a list."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} is not of the form key=value, e.g. --set evolution.population=32")
+    key, raw_value = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"--set {text!r} has an empty key part; write e.g. evolution.population=32")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({error.problem})") from None
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``data`` with every ``key=value`` override applied."""
+    data = _deep_copy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _deep_copy(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(value) for value in data]
+    return data
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping with ``yaml.safe_load``; a missing or malformed file raises ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found; pass a YAML file or a bundled config name such as 'digits'")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must contain a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain mapping of a config (lists instead of tuples), with the task and rule names included."""
+    from neuroevo.rules import rule_name
+    from neuroevo.tasks import task_name
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    data = plain(dataclasses.asdict(config))
+    data["task"] = {"name": task_name(config.task), **data["task"]}
+    data["rule"] = {"name": rule_name(config.rule), **data["rule"]}
+    return data

@@ -1,0 +1,125 @@
+"""Build the objects of a run from a validated config, and compare methods on held-out lifetimes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neuroevo import graph
+from neuroevo.baselines import GradientBaseline, best_learning_rate
+from neuroevo.config import Config
+from neuroevo.evolve import Evolution
+from neuroevo.lifetime import Learner, LifetimeResult
+from neuroevo.rules import build_rule
+from neuroevo.stats import mean_ci95
+from neuroevo.tasks import build_task
+
+# Fixed offsets folded into the run seed, so that each purpose draws its own keys.
+_KEY_EVOLUTION, _KEY_VALIDATION, _KEY_HELDOUT, _KEY_SWEEP, _KEY_RULE_INIT, _KEY_RANDOM_RULE = range(6)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything a run needs, built once from its config."""
+
+    config: Config
+    task: Any
+    learner: Learner
+    train_pools: Any  # meta-train split
+    test_pools: Any  # meta-test split
+
+    def key(self, purpose: int) -> jax.Array:
+        return jax.random.fold_in(jax.random.key(self.config.seed), purpose)
+
+    def initial_rule_params(self) -> Any:
+        return self.learner.rule.init(self.key(_KEY_RULE_INIT))
+
+    def evolution(self) -> Evolution:
+        return Evolution(self.learner, self.task, self.config.evolution, self.initial_rule_params())
+
+    def validation_keys(self) -> jax.Array:
+        """Fixed lifetimes on which the strategy center is scored during evolution (both splits use them)."""
+        return jax.random.split(self.key(_KEY_VALIDATION), self.config.evolution.eval_lifetimes)
+
+    def heldout_keys(self, count: int | None = None) -> jax.Array:
+        return jax.random.split(self.key(_KEY_HELDOUT), count or self.config.evaluation.lifetimes)
+
+    def sweep_keys(self) -> jax.Array:
+        return jax.random.split(self.key(_KEY_SWEEP), self.config.evaluation.sweep_lifetimes)
+
+
+def build_experiment(config: Config) -> Experiment:
+    """Instantiate task, topology, rule and learner; impossible sizes raise ConfigError."""
+    task = build_task(config.task)
+    network = config.network
+    topology = graph.layered_topology(
+        task.n_inputs,
+        network.hidden,
+        task.n_outputs,
+        hidden_activation=network.hidden_activation,
+        output_activation=network.output_activation,
+        bias=network.bias,
+        ticks=network.ticks,
+    )
+    learner = Learner(
+        topology=topology,
+        rule=build_rule(config.rule),
+        feedback=config.signal.feedback,
+        weight_init=network.init,
+        weight_gain=network.init_gain,
+        fitness=config.evolution.fitness,
+    )
+    return Experiment(config, task, learner, task.data("train"), task.data("test"))
+
+
+@dataclasses.dataclass
+class MethodResult:
+    """Held-out lifetimes of one method."""
+
+    accuracy: np.ndarray  # (lifetimes,) query accuracy after each lifetime
+    curve: np.ndarray  # (lifetimes, steps) query accuracy after each training example
+    note: str = ""
+
+    def summary(self) -> dict:
+        return mean_ci95(self.accuracy)
+
+
+def _method_result(result: LifetimeResult, note: str = "") -> MethodResult:
+    return MethodResult(np.asarray(result.query_accuracy), np.asarray(result.curve.query_accuracy), note)
+
+
+def compare_heldout(
+    experiment: Experiment,
+    rule_params: Any,
+    log: Callable[[str], None] = print,
+) -> dict[str, MethodResult]:
+    """Score the evolved rule and the baselines on the same meta-test lifetimes.
+
+    Methods: ``evolved``, ``no_plasticity`` (initial weights kept), ``random_rule`` (a rule
+    with freshly initialised parameters), ``sgd_one_pass`` and ``sgd_multi_pass`` (optax SGD,
+    learning rate from a sweep on meta-train lifetimes).
+    """
+    evaluation = experiment.config.evaluation
+    evolution = experiment.evolution()
+    keys = experiment.heldout_keys()
+    test = experiment.test_pools
+
+    results = {
+        "evolved": _method_result(evolution.evaluate(rule_params, test, keys, track_query=True)),
+        "no_plasticity": _method_result(evolution.evaluate(rule_params, test, keys, plastic=False, track_query=True)),
+    }
+    random_params = experiment.learner.rule.random_params(experiment.key(_KEY_RANDOM_RULE))
+    results["random_rule"] = _method_result(evolution.evaluate(random_params, test, keys, track_query=True))
+
+    for name, epochs in (("sgd_one_pass", 1), ("sgd_multi_pass", evaluation.multi_pass_epochs)):
+        baseline = GradientBaseline(experiment.learner, experiment.task, "sgd", epochs)
+        learning_rate, scores = best_learning_rate(baseline, evaluation.learning_rates, experiment.train_pools, experiment.sweep_keys())
+        log(f"  {name}: meta-train sweep " + ", ".join(f"lr={lr:g}: {score:.3f}" for lr, score in zip(evaluation.learning_rates, scores)))
+        result = baseline.evaluate(jnp.float32(learning_rate), test, keys, track_query=True)
+        note = f"lr={learning_rate:g} from meta-train sweep" + (f", {epochs} epochs" if epochs > 1 else "")
+        results[name] = _method_result(result, note)
+    return results

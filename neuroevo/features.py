@@ -1,0 +1,161 @@
+"""Per-edge features that a rule reads, selected by name.
+
+Every feature of edge ``(j -> i)`` is either a property of the postsynaptic neuron ``i``
+(kind ``"post"``), of the presynaptic neuron ``j`` (kind ``"pre"``), or of the edge itself
+(kind ``"edge"``). Features are therefore delivered factored, per block of edges:
+``post`` (n_dst, F_post), ``pre`` (n_src, F_pre) and ``edge`` (n_dst, n_src, F_edge). A rule
+may combine them without ever building the dense (n_dst, n_src, F) tensor; ``dense()``
+builds it for reference implementations and tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from neuroevo.graph import Topology, Weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One registered feature: its kind and what it means."""
+
+    kind: str  # "post", "pre" or "edge"
+    doc: str
+
+
+FEATURES: dict[str, Feature] = {
+    "pre": Feature("pre", "presynaptic activation a_j"),
+    "post": Feature("post", "postsynaptic activation a_i"),
+    "post_state": Feature("post", "postsynaptic state h_i (before the activation function)"),
+    "weight": Feature("edge", "current weight w_ij"),
+    "error": Feature("post", "postsynaptic error e_i delivered by the feedback pathway"),
+    "in_mean": Feature("post", "mean weight of the existing edges into neuron i"),
+    "in_norm": Feature("post", "L2 norm of the weights into neuron i"),
+    "out_mean": Feature("pre", "mean weight of the existing edges out of neuron j"),
+    "out_norm": Feature("pre", "L2 norm of the weights out of neuron j"),
+}
+
+
+class NeuronContext(NamedTuple):
+    """Per-neuron quantities of one group, each of shape (n,)."""
+
+    activation: jax.Array  # (n,)
+    state: jax.Array  # (n,)
+    error: jax.Array  # (n,)
+    in_mean: jax.Array  # (n,)
+    in_norm: jax.Array  # (n,)
+    out_mean: jax.Array  # (n,)
+    out_norm: jax.Array  # (n,)
+
+
+_CONTEXT_FIELD = {
+    "pre": "activation",
+    "post": "activation",
+    "post_state": "state",
+    "error": "error",
+    "in_mean": "in_mean",
+    "in_norm": "in_norm",
+    "out_mean": "out_mean",
+    "out_norm": "out_norm",
+}
+
+
+class EdgeFeatures(NamedTuple):
+    """Factored features of one block of edges, columns in the order of the rule's feature names."""
+
+    post: jax.Array  # (n_dst, F_post)
+    pre: jax.Array  # (n_src, F_pre)
+    edge: jax.Array  # (n_dst, n_src, F_edge)
+
+
+def split_by_kind(names: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Positions of each kind in ``names``: {"post": (...), "pre": (...), "edge": (...)}."""
+    return {kind: tuple(index for index, name in enumerate(names) if FEATURES[name].kind == kind) for kind in ("post", "pre", "edge")}
+
+
+def validate_names(names: tuple[str, ...]) -> None:
+    """Raise ValueError for an unknown or repeated feature name."""
+    for name in names:
+        if name not in FEATURES:
+            raise ValueError(f"unknown feature {name!r}; available features: {', '.join(FEATURES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"features {list(names)} repeat a name; list each feature once")
+
+
+def neuron_contexts(
+    topology: Topology,
+    weights: Weights,
+    masks: Weights,
+    states: tuple[jax.Array, ...],
+    activations: tuple[jax.Array, ...],
+    errors: tuple[jax.Array, ...],
+) -> tuple[NeuronContext, ...]:
+    """Collect every per-neuron quantity, with neighbour-weight statistics over all blocks."""
+    n_groups = len(topology.group_sizes)
+    in_sum = [jnp.zeros((size,)) for size in topology.group_sizes]
+    in_sq = [jnp.zeros((size,)) for size in topology.group_sizes]
+    in_count = [jnp.zeros((size,)) for size in topology.group_sizes]
+    out_sum = [jnp.zeros((size,)) for size in topology.group_sizes]
+    out_sq = [jnp.zeros((size,)) for size in topology.group_sizes]
+    out_count = [jnp.zeros((size,)) for size in topology.group_sizes]
+    for block, (src, dst) in enumerate(topology.blocks):
+        w, m = weights[block], masks[block]
+        in_sum[dst] += w.sum(axis=1)
+        in_sq[dst] += (w * w).sum(axis=1)
+        in_count[dst] += m.sum(axis=1)
+        out_sum[src] += w.sum(axis=0)
+        out_sq[src] += (w * w).sum(axis=0)
+        out_count[src] += m.sum(axis=0)
+    return tuple(
+        NeuronContext(
+            activation=activations[group],
+            state=states[group],
+            error=errors[group],
+            in_mean=in_sum[group] / jnp.maximum(in_count[group], 1.0),
+            in_norm=jnp.sqrt(in_sq[group]),
+            out_mean=out_sum[group] / jnp.maximum(out_count[group], 1.0),
+            out_norm=jnp.sqrt(out_sq[group]),
+        )
+        for group in range(n_groups)
+    )
+
+
+def block_features(
+    names: tuple[str, ...],
+    post_context: NeuronContext,
+    pre_context: NeuronContext,
+    weight: jax.Array,
+) -> EdgeFeatures:
+    """Assemble the factored features of one block (weight: (n_dst, n_src))."""
+    kinds = split_by_kind(names)
+    n_dst, n_src = weight.shape
+
+    def stack(context: NeuronContext, indices: tuple[int, ...], size: int) -> jax.Array:
+        columns = [getattr(context, _CONTEXT_FIELD[names[index]]) for index in indices]
+        return jnp.stack(columns, axis=-1) if columns else jnp.zeros((size, 0))
+
+    edge_columns = [weight for _ in kinds["edge"]]
+    edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((n_dst, n_src, 0))
+    return EdgeFeatures(
+        post=stack(post_context, kinds["post"], n_dst),
+        pre=stack(pre_context, kinds["pre"], n_src),
+        edge=edge,
+    )
+
+
+def dense(names: tuple[str, ...], features: EdgeFeatures) -> jax.Array:
+    """Materialise the (n_dst, n_src, F) feature tensor, columns in the order of ``names``."""
+    kinds = split_by_kind(names)
+    n_dst, n_src = features.edge.shape[:2]
+    columns = [None] * len(names)
+    for position, index in enumerate(kinds["post"]):
+        columns[index] = jnp.broadcast_to(features.post[:, None, position], (n_dst, n_src))
+    for position, index in enumerate(kinds["pre"]):
+        columns[index] = jnp.broadcast_to(features.pre[None, :, position], (n_dst, n_src))
+    for position, index in enumerate(kinds["edge"]):
+        columns[index] = features.edge[:, :, position]
+    return jnp.stack(columns, axis=-1)

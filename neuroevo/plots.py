@@ -1,0 +1,56 @@
+"""PNG plots of a run: fitness over generations and learning curves within a lifetime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_fitness(records: list[dict], path: Path, metric: str) -> None:
+    """Best and mean member fitness per generation, and meta-train/meta-test evaluations of the strategy center."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    generations = [record["generation"] for record in records]
+    axis.plot(generations, [record["best_fitness"] for record in records], lw=1, alpha=0.7, label="best member")
+    axis.plot(generations, [record["mean_fitness"] for record in records], lw=1, label="population mean")
+    evaluated = [record for record in records if "train_eval" in record]
+    if evaluated:
+        axis.plot([r["generation"] for r in evaluated], [r["train_eval"] for r in evaluated], "o-", label="center, meta-train")
+        axis.plot([r["generation"] for r in evaluated], [r["test_eval"] for r in evaluated], "s-", label="center, meta-test")
+    axis.set_xlabel("generation")
+    axis.set_ylabel(f"fitness ({metric})")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_learning_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> None:
+    """Mean query accuracy after each training example, one line per method (curves: (lifetimes, steps))."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for method, curve in curves.items():
+        steps = np.arange(1, curve.shape[1] + 1)
+        mean = curve.mean(axis=0)
+        half_width = 1.96 * curve.std(axis=0, ddof=1) / np.sqrt(curve.shape[0])
+        axis.plot(steps, mean, label=method)
+        axis.fill_between(steps, mean - half_width, mean + half_width, alpha=0.2)
+    axis.set_xlabel("training examples seen")
+    axis.set_ylabel("query accuracy")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,27 @@
+"""Rule families behind one protocol (see :mod:`neuroevo.rules.base`), selected by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neuroevo.rules.base import Rule
+from neuroevo.rules.mlp import MLPRule, MLPRuleConfig
+
+RULE_CONFIGS: dict[str, type] = {"mlp": MLPRuleConfig}
+_RULE_CLASSES: dict[type, type] = {MLPRuleConfig: MLPRule}
+
+
+def rule_name(config: Any) -> str:
+    """Registry name of a rule config instance."""
+    for name, cls in RULE_CONFIGS.items():
+        if isinstance(config, cls):
+            return name
+    raise KeyError(f"unregistered rule config {type(config).__name__}")
+
+
+def build_rule(config: Any) -> Rule:
+    """Instantiate the rule family that ``config`` configures."""
+    return _RULE_CLASSES[type(config)].from_config(config)
+
+
+__all__ = ["MLPRule", "MLPRuleConfig", "RULE_CONFIGS", "Rule", "build_rule", "rule_name"]

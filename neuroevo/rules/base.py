@@ -1,0 +1,32 @@
+"""The rule protocol shared by every rule family.
+
+A rule is a static, hashable object (its architecture and feature names) with pure
+functions, in the style of an optax transform:
+
+- ``init(key) -> params``: a float32 pytree, the part that evolution changes;
+- ``init_state(shape) -> state``: per-edge rule state for one block of edges (``()`` for
+  stateless rules);
+- ``apply(params, features, state) -> (dw, state)``: the weight change of every edge of a
+  block, shape (n_dst, n_src), from its factored :class:`~neuroevo.features.EdgeFeatures`.
+
+The same params serve every block and every graph size, because the rule is shared by all
+edges; that is what makes a rule portable between tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+
+from neuroevo.features import EdgeFeatures
+
+
+class Rule(Protocol):
+    feature_names: tuple[str, ...]
+
+    def init(self, key: jax.Array) -> Any: ...
+
+    def init_state(self, shape: tuple[int, int]) -> Any: ...
+
+    def apply(self, params: Any, features: EdgeFeatures, state: Any) -> tuple[jax.Array, Any]: ...

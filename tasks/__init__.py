@@ -1,0 +1,36 @@
+"""Task suite, installed as ``neuroevo.tasks``; tasks are selected by name in configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neuroevo.tasks.digits import DigitsConfig, DigitsTask
+from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, FewShotInstance
+
+TASK_CONFIGS: dict[str, type] = {"digits": DigitsConfig}
+_TASK_CLASSES: dict[type, type] = {DigitsConfig: DigitsTask}
+
+
+def task_name(config: Any) -> str:
+    """Registry name of a task config instance."""
+    for name, cls in TASK_CONFIGS.items():
+        if isinstance(config, cls):
+            return name
+    raise KeyError(f"unregistered task config {type(config).__name__}")
+
+
+def build_task(config: Any) -> Any:
+    """Instantiate the task that ``config`` configures; impossible sizes raise ConfigError."""
+    return _TASK_CLASSES[type(config)].from_config(config)
+
+
+__all__ = [
+    "ClassPools",
+    "DigitsConfig",
+    "DigitsTask",
+    "FewShotClassification",
+    "FewShotInstance",
+    "TASK_CONFIGS",
+    "build_task",
+    "task_name",
+]

@@ -1,0 +1,120 @@
+"""Few-shot online classification, the protocol shared by the labelled-data tasks.
+
+Each lifetime (task instance) draws ``n_way`` classes of its split in random order, which
+also maps them to output units by a fresh random permutation, then shows ``k_shot`` labelled
+examples per class once each, in random order, and scores the network on ``n_query``
+held-out examples per class. Every class's examples are divided once, with a fixed seed,
+into a support pool (what lifetimes learn from) and a query pool (what they are scored
+on), so no image is ever both shown and scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from neuroevo.errors import ConfigError
+
+
+class ClassPools(NamedTuple):
+    """Examples of one split, grouped by class and trimmed to equal counts."""
+
+    support: jax.Array  # (n_classes, n_support, n_features)
+    query: jax.Array  # (n_classes, n_query_pool, n_features)
+
+
+class FewShotInstance(NamedTuple):
+    """One task instance: an online training stream and a query set."""
+
+    train_x: jax.Array  # (n_way * k_shot, n_features)
+    train_y: jax.Array  # (n_way * k_shot,) int32, output unit of each example
+    query_x: jax.Array  # (n_way * n_query, n_features)
+    query_y: jax.Array  # (n_way * n_query,) int32
+
+
+def build_pools(
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[int, ...],
+    query_fraction: float,
+    split_seed: int,
+) -> ClassPools:
+    """Divide each class's examples into support and query pools of equal size across classes."""
+    rng = np.random.default_rng(split_seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == label)) for label in classes]
+    count = min(len(indices) for indices in per_class)
+    n_query_pool = int(round(count * query_fraction))
+    support = np.stack([features[indices[n_query_pool:count]] for indices in per_class])
+    query = np.stack([features[indices[:n_query_pool]] for indices in per_class])
+    return ClassPools(jnp.asarray(support, jnp.float32), jnp.asarray(query, jnp.float32))
+
+
+def check_split_sizes(prefix: str, split: str, pools: ClassPools, n_way: int, k_shot: int, n_query: int) -> None:
+    """Raise ConfigError when a split cannot serve the requested way, shot or query counts."""
+    n_classes, n_support, _ = pools.support.shape
+    n_query_pool = pools.query.shape[1]
+    if n_way > n_classes:
+        raise ConfigError(
+            f"{prefix}.n_way={n_way} is larger than the {n_classes} classes of the {split} split; "
+            f"lower n_way or list more classes in {prefix}.{split}_classes"
+        )
+    if k_shot > n_support:
+        raise ConfigError(
+            f"{prefix}.k_shot={k_shot} is larger than the {n_support} support examples per class of the {split} "
+            f"split; lower k_shot or {prefix}.query_fraction"
+        )
+    if n_query > n_query_pool:
+        raise ConfigError(
+            f"{prefix}.n_query={n_query} is larger than the {n_query_pool} query examples per class of the {split} "
+            f"split; lower n_query or raise {prefix}.query_fraction"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotClassification:
+    """Static sizes of a few-shot task; the pools are passed to :meth:`sample` as arrays."""
+
+    n_inputs: int
+    n_way: int
+    k_shot: int
+    n_query: int
+
+    metric = "accuracy"
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_way
+
+    @property
+    def lifetime_length(self) -> int:
+        return self.n_way * self.k_shot
+
+    def sample(self, key: jax.Array, pools: ClassPools) -> FewShotInstance:
+        """Draw one task instance from ``pools`` (one split)."""
+        key_classes, key_support, key_query, key_order = jax.random.split(key, 4)
+        classes = jax.random.permutation(key_classes, pools.support.shape[0])[: self.n_way]
+
+        def pick(key: jax.Array, pool: jax.Array, count: int) -> jax.Array:
+            return pool[jax.random.permutation(key, pool.shape[0])[:count]]
+
+        support = jax.vmap(pick, in_axes=(0, 0, None))(
+            jax.random.split(key_support, self.n_way), pools.support[classes], self.k_shot
+        )  # (n_way, k_shot, n_features)
+        query = jax.vmap(pick, in_axes=(0, 0, None))(
+            jax.random.split(key_query, self.n_way), pools.query[classes], self.n_query
+        )  # (n_way, n_query, n_features)
+
+        units = jnp.arange(self.n_way, dtype=jnp.int32)
+        train_x = support.reshape(self.n_way * self.k_shot, -1)
+        train_y = jnp.repeat(units, self.k_shot)
+        order = jax.random.permutation(key_order, train_x.shape[0])
+        return FewShotInstance(
+            train_x=train_x[order],
+            train_y=train_y[order],
+            query_x=query.reshape(self.n_way * self.n_query, -1),
+            query_y=jnp.repeat(units, self.n_query),
+        )
