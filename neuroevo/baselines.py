@@ -88,12 +88,3 @@ class GradientBaseline:
     def sweep(self, learning_rates: jax.Array, pools: Any, keys: jax.Array) -> jax.Array:
         """Mean query accuracy (or negative loss) of each learning rate over the lifetimes of ``keys``."""
         return jax.vmap(lambda lr: self.lifetimes(lr, pools, keys).fitness.mean())(learning_rates)
-
-
-def best_learning_rate(baseline: GradientBaseline, learning_rates: tuple[float, ...], pools: Any, keys: jax.Array) -> tuple[float, list[float]]:
-    """The learning rate with the highest mean score on ``pools`` (meta-train), and every score."""
-    scores = baseline.sweep(jnp.asarray(learning_rates, jnp.float32), pools, keys)
-    scores = [float(score) for score in scores]
-    finite = [score if score == score else -float("inf") for score in scores]
-    return learning_rates[max(range(len(finite)), key=finite.__getitem__)], scores
-

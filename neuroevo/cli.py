@@ -44,11 +44,38 @@ def load_config(argument: str | None, overrides: list[str]):
 
 
 def command_evolve(args: argparse.Namespace) -> int:
+    from neuroevo.run import evolve, resume
+
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            raise NeuroevoError("--resume continues a run with its own config.yaml; drop CONFIG, --set and --out")
+        resume(Path(args.resume))
+        return 0
     path, config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    from neuroevo.run import evolve
-
     evolve(config, out)
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from neuroevo.evaluate import evaluate_rule
+
+    evaluate_rule(args.rule_or_run, task=args.task, overrides=args.overrides, lifetimes=args.lifetimes, out=args.out)
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from neuroevo.export import export_run
+
+    path = export_run(args.run, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def command_inspect(args: argparse.Namespace) -> int:
+    from neuroevo.inspect_rule import inspect
+
+    inspect(args.rule, args.x, args.y, args.out)
     return 0
 
 
@@ -60,7 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     evolve.add_argument("config", nargs="?", help=f"YAML config file or bundled config name (default: {DEFAULT_CONFIG})")
     evolve.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set evolution.population=32 (repeatable)")
     evolve.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
+    evolve.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     evolve.set_defaults(handler=command_evolve)
+
+    evaluate = commands.add_parser("evaluate", help="compare a saved rule with baselines on fresh lifetimes of any task")
+    evaluate.add_argument("rule_or_run", metavar="RULE_OR_RUN", help="rule file or run directory")
+    evaluate.add_argument("--task", help="registered task name (default: the task the rule was evolved on)")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set task.k_shot=5 (repeatable)")
+    evaluate.add_argument("--lifetimes", type=int, help="meta-test lifetimes per method (default: evaluation.lifetimes of the rule's config)")
+    evaluate.add_argument("--out", help="output directory (default: evaluations/<rule>-<task>-<time>)")
+    evaluate.set_defaults(handler=command_evaluate)
+
+    export = commands.add_parser("export", help="write a run's best rule to one portable file")
+    export.add_argument("run", metavar="RUN", help="run directory")
+    export.add_argument("--out", help="rule file to write (default: <run name>.rule.safetensors)")
+    export.set_defaults(handler=command_export)
+
+    inspect = commands.add_parser("inspect", help="print what a rule reads and plot its response to two features")
+    inspect.add_argument("rule", metavar="RULE", help="rule file or run directory")
+    inspect.add_argument("--x", help="feature on the horizontal axis (default: the rule's first feature)")
+    inspect.add_argument("--y", help="feature on the vertical axis (default: the rule's second feature)")
+    inspect.add_argument("--out", help="PNG file to write (default: <rule>.<x>-<y>.png)")
+    inspect.set_defaults(handler=command_inspect)
     return parser
 
 

@@ -71,11 +71,12 @@ class EvolutionConfig:
     optimizer: Literal["adam", "sgd"] = "adam"  # for strategies that take an optax optimizer
     learning_rate: float = 0.03
     fitness: Literal["accuracy", "neg_loss"] = "accuracy"
-    eval_every: int = 25  # generations between meta-test evaluations of the strategy mean
-    eval_lifetimes: int = 64
+    eval_every: int = 25  # generations between evaluations of the strategy center
+    eval_lifetimes: int = 64  # lifetimes per split in those evaluations
+    checkpoint_every: int = 25  # generations between checkpoints (and always at the end)
 
     def validate(self) -> None:
-        for name in ("population", "generations", "lifetimes_per_member", "eval_every", "eval_lifetimes"):
+        for name in ("population", "generations", "lifetimes_per_member", "eval_every", "eval_lifetimes", "checkpoint_every"):
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"evolution.{name}={value} must be at least 1")

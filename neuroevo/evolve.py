@@ -24,7 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 from neuroevo.config import EvolutionConfig
 from neuroevo.errors import ConfigError
-from neuroevo.lifetime import Learner, LifetimeResult, split_lifetime_key
+from neuroevo.lifetime import Learner, LifetimeResult, Lifetimes
 
 # Constructor arguments that neuroevo fills in; a strategy that requires any other argument
 # (a subspace size, a learned-ES parameter file, ...) is rejected with a clear message.
@@ -90,6 +90,7 @@ class Evolution:
     def __init__(self, learner: Learner, task: Any, config: EvolutionConfig, initial_params: Any):
         self.learner = learner
         self.task = task
+        self.lifetimes = Lifetimes(learner, task)
         self.lifetimes_per_member = config.lifetimes_per_member
         self.strategy, self.strategy_params = make_strategy(config, initial_params)
         self.population_based = config.strategy in population_based_algorithms
@@ -117,20 +118,9 @@ class Evolution:
         flat = strategy_state.best_solution if self.population_based else strategy_state.mean
         return self.unravel(flat)
 
-    def lifetimes(self, params: Any, pools: Any, keys: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:
-        """Live one lifetime per key (keys: (n, ...)), each on its own task instance; results batched over n."""
-
-        def one(key: jax.Array) -> LifetimeResult:
-            key_instance, key_network = split_lifetime_key(key)
-            instance = self.task.sample(key_instance, pools)
-            return self.learner.run(params, instance, key_network, plastic=plastic, track_query=track_query)
-
-        return jax.vmap(one)(keys)
-
-    @partial(jax.jit, static_argnames=("self", "plastic", "track_query"))
     def evaluate(self, params: Any, pools: Any, keys: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:
-        """Jitted :meth:`lifetimes`, for evaluating one rule on many lifetimes."""
-        return self.lifetimes(params, pools, keys, plastic, track_query)
+        """Score one rule on one lifetime per key (jitted; see :class:`~neuroevo.lifetime.Lifetimes`)."""
+        return self.lifetimes.evaluate(params, pools, keys, plastic, track_query)
 
     @partial(jax.jit, static_argnames=("self",))
     def generation(self, state: EvolutionState, pools: Any) -> tuple[EvolutionState, GenerationMetrics]:
@@ -139,7 +129,7 @@ class Evolution:
         population, strategy_state = self.strategy.ask(key_ask, state.strategy_state, self.strategy_params)
 
         lifetime_keys = jax.random.split(key_lifetimes, self.lifetimes_per_member)
-        results = jax.vmap(lambda params: self.lifetimes(params, pools, lifetime_keys))(population)
+        results = jax.vmap(lambda params: self.lifetimes.run(params, pools, lifetime_keys))(population)
         fitness = results.fitness.mean(axis=1)  # (population,)
 
         invalid = ~jnp.isfinite(fitness)

@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from neuroevo import graph
-from neuroevo.baselines import GradientBaseline, best_learning_rate
+from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
 from neuroevo.evolve import Evolution
-from neuroevo.lifetime import Learner, LifetimeResult
+from neuroevo.lifetime import Learner, LifetimeResult, Lifetimes
 from neuroevo.rules import build_rule
+from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
 from neuroevo.tasks import build_task
 
@@ -92,34 +93,60 @@ def _method_result(result: LifetimeResult, note: str = "") -> MethodResult:
     return MethodResult(np.asarray(result.query_accuracy), np.asarray(result.curve.query_accuracy), note)
 
 
+def _sweep_note(name: str, values: tuple[float, ...], scores: list[float], log: Callable[[str], None]) -> None:
+    log(f"  {name}: meta-train sweep " + ", ".join(f"{value:g}: {score:.3f}" for value, score in zip(values, scores)))
+
+
+def _best(values: tuple[float, ...], scores: list[float]) -> float:
+    finite = [score if np.isfinite(score) else -np.inf for score in scores]
+    return values[int(np.argmax(finite))]
+
+
 def compare_heldout(
     experiment: Experiment,
     rule_params: Any,
     log: Callable[[str], None] = print,
+    extended: bool = False,
 ) -> dict[str, MethodResult]:
     """Score the evolved rule and the baselines on the same meta-test lifetimes.
 
     Methods: ``evolved``, ``no_plasticity`` (initial weights kept), ``random_rule`` (a rule
-    with freshly initialised parameters), ``sgd_one_pass`` and ``sgd_multi_pass`` (optax SGD,
-    learning rate from a sweep on meta-train lifetimes).
+    with freshly initialised parameters), ``sgd_one_pass`` and ``sgd_multi_pass`` (optax SGD).
+    ``extended`` adds ``adam_one_pass`` and the classic rules of
+    :mod:`neuroevo.rules.classic`. Every learning rate comes from a sweep on meta-train
+    lifetimes; meta-test lifetimes only score.
     """
     evaluation = experiment.config.evaluation
-    evolution = experiment.evolution()
     keys = experiment.heldout_keys()
-    test = experiment.test_pools
+    test, train, sweep_keys = experiment.test_pools, experiment.train_pools, experiment.sweep_keys()
+    lifetimes = Lifetimes(experiment.learner, experiment.task)
 
     results = {
-        "evolved": _method_result(evolution.evaluate(rule_params, test, keys, track_query=True)),
-        "no_plasticity": _method_result(evolution.evaluate(rule_params, test, keys, plastic=False, track_query=True)),
+        "evolved": _method_result(lifetimes.evaluate(rule_params, test, keys, track_query=True)),
+        "no_plasticity": _method_result(lifetimes.evaluate(rule_params, test, keys, plastic=False, track_query=True)),
     }
     random_params = experiment.learner.rule.random_params(experiment.key(_KEY_RANDOM_RULE))
-    results["random_rule"] = _method_result(evolution.evaluate(random_params, test, keys, track_query=True))
+    results["random_rule"] = _method_result(lifetimes.evaluate(random_params, test, keys, track_query=True))
 
-    for name, epochs in (("sgd_one_pass", 1), ("sgd_multi_pass", evaluation.multi_pass_epochs)):
-        baseline = GradientBaseline(experiment.learner, experiment.task, "sgd", epochs)
-        learning_rate, scores = best_learning_rate(baseline, evaluation.learning_rates, experiment.train_pools, experiment.sweep_keys())
-        log(f"  {name}: meta-train sweep " + ", ".join(f"lr={lr:g}: {score:.3f}" for lr, score in zip(evaluation.learning_rates, scores)))
+    gradient_methods = [("sgd_one_pass", "sgd", 1), ("sgd_multi_pass", "sgd", evaluation.multi_pass_epochs)]
+    if extended:
+        gradient_methods.append(("adam_one_pass", "adam", 1))
+    for name, optimizer, epochs in gradient_methods:
+        baseline = GradientBaseline(experiment.learner, experiment.task, optimizer, epochs)
+        scores = [float(score) for score in baseline.sweep(jnp.asarray(evaluation.learning_rates, jnp.float32), train, sweep_keys)]
+        _sweep_note(f"{name} learning rate", evaluation.learning_rates, scores, log)
+        learning_rate = _best(evaluation.learning_rates, scores)
         result = baseline.evaluate(jnp.float32(learning_rate), test, keys, track_query=True)
         note = f"lr={learning_rate:g} from meta-train sweep" + (f", {epochs} epochs" if epochs > 1 else "")
         results[name] = _method_result(result, note)
+
+    if extended:
+        for kind in CLASSIC_RULES:
+            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=ClassicRule(kind)), experiment.task)
+            etas = evaluation.learning_rates
+            scores = [float(score) for score in classic.sweep({"eta": jnp.asarray(etas, jnp.float32)}, train, sweep_keys)]
+            _sweep_note(f"{kind} eta", etas, scores, log)
+            eta = _best(etas, scores)
+            result = classic.evaluate({"eta": jnp.float32(eta)}, test, keys, track_query=True)
+            results[kind] = _method_result(result, f"eta={eta:g} from meta-train sweep")
     return results

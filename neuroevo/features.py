@@ -25,6 +25,7 @@ class Feature:
 
     kind: str  # "post", "pre" or "edge"
     doc: str
+    requires: str = ""  # the learning signal a task must provide for this feature, if any
 
 
 FEATURES: dict[str, Feature] = {
@@ -32,7 +33,7 @@ FEATURES: dict[str, Feature] = {
     "post": Feature("post", "postsynaptic activation a_i"),
     "post_state": Feature("post", "postsynaptic state h_i (before the activation function)"),
     "weight": Feature("edge", "current weight w_ij"),
-    "error": Feature("post", "postsynaptic error e_i delivered by the feedback pathway"),
+    "error": Feature("post", "postsynaptic error e_i delivered by the feedback pathway", requires="error"),
     "in_mean": Feature("post", "mean weight of the existing edges into neuron i"),
     "in_norm": Feature("post", "L2 norm of the weights into neuron i"),
     "out_mean": Feature("pre", "mean weight of the existing edges out of neuron j"),

@@ -9,6 +9,7 @@ the rule produce ``dw`` and add it to the existing edges. The whole lifetime is 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -104,18 +105,21 @@ class Learner:
 
     # One plastic step ------------------------------------------------------------------------
 
-    def weight_changes(self, params: Any, network: NetworkState, states: tuple, activations: tuple, label: jax.Array):
-        """Rule output ``dw`` for every block (masked) and the new rule state."""
+    def edge_features(self, network: NetworkState, states: tuple, activations: tuple, label: jax.Array) -> tuple[feature_lib.EdgeFeatures, ...]:
+        """The rule's features for every block, after presenting an example with ``label``."""
         out = self.topology.output_group
         error_out = signals.output_error(self.output_target(label), activations[out])
         errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, states, error_out)
         contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors)
+        return tuple(
+            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])
+            for block, (src, dst) in enumerate(self.topology.blocks)
+        )
 
+    def weight_changes(self, params: Any, network: NetworkState, states: tuple, activations: tuple, label: jax.Array):
+        """Rule output ``dw`` for every block (masked) and the new rule state."""
         changes, rule_states = [], []
-        for block, (src, dst) in enumerate(self.topology.blocks):
-            edge_features = feature_lib.block_features(
-                self.rule.feature_names, contexts[dst], contexts[src], network.weights[block]
-            )
+        for block, edge_features in enumerate(self.edge_features(network, states, activations, label)):
             dw, rule_state = self.rule.apply(params, edge_features, network.rule_state[block])
             changes.append(dw * network.masks[block])
             rule_states.append(rule_state)
@@ -171,4 +175,36 @@ class Learner:
         network, curve = lax.scan(scan_step, network, (instance.train_x, instance.train_y))
         accuracy, loss = self.evaluate_query(network.weights, instance.query_x, instance.query_y)
         fitness = accuracy if self.fitness == "accuracy" else -loss
+        # Diverged weights make every prediction argmax(NaN) = 0, a finite but meaningless
+        # accuracy; report NaN so that evolution counts the lifetime as failed.
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in network.weights]))
+        fitness = jnp.where(finite, fitness, jnp.nan)
         return LifetimeResult(fitness=fitness, query_accuracy=accuracy, query_loss=loss, curve=curve)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lifetimes:
+    """Batches of lifetimes of one learner on one task; each key gives one task instance and network."""
+
+    learner: Learner
+    task: Any
+
+    def run(self, params: Any, pools: Any, keys: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:
+        """Live one lifetime per key (keys: (n,)) with rule ``params``; results batched over n."""
+
+        def one(key: jax.Array) -> LifetimeResult:
+            key_instance, key_network = split_lifetime_key(key)
+            instance = self.task.sample(key_instance, pools)
+            return self.learner.run(params, instance, key_network, plastic=plastic, track_query=track_query)
+
+        return jax.vmap(one)(keys)
+
+    @partial(jax.jit, static_argnames=("self", "plastic", "track_query"))
+    def evaluate(self, params: Any, pools: Any, keys: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:
+        """Jitted :meth:`run`."""
+        return self.run(params, pools, keys, plastic, track_query)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def sweep(self, stacked_params: Any, pools: Any, keys: jax.Array) -> jax.Array:
+        """Mean fitness of each parameter set (leading axis of ``stacked_params``) on the same lifetimes."""
+        return jax.vmap(lambda params: self.run(params, pools, keys).fitness.mean())(stacked_params)

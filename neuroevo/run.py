@@ -2,16 +2,22 @@
 
 A run directory contains:
 
-- ``config.yaml``: the resolved config (defaults filled in);
+- ``config.yaml``: the resolved config (defaults filled in); ``--resume`` reads it back;
 - ``metrics.jsonl``: one JSON line per generation (best and mean fitness, NaN count, wall
   time; meta-train and meta-test scores of the strategy center every ``eval_every``);
+- ``checkpoint.npz``: evolution state and best rule, every ``checkpoint_every`` generations;
 - ``best_rule.safetensors``: the center with the best meta-train score so far (the
   meta-test split never selects a rule);
 - ``fitness.png``, ``learning_curves.png`` and ``summary.json``: written at the end.
+
+A resumed run continues from its checkpoint with the same PRNG keys, so it ends with the
+same strategy state as an uninterrupted run, and its ``metrics.jsonl`` is cut back to the
+checkpoint so no generation is logged twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,8 +27,10 @@ import jax
 import numpy as np
 
 from neuroevo import __version__
-from neuroevo.config import Config, config_to_dict
+from neuroevo.checkpoint import load_checkpoint, save_checkpoint
+from neuroevo.config import Config, config_from_dict, config_to_dict, read_yaml
 from neuroevo.errors import NeuroevoError
+from neuroevo.evolve import Evolution, EvolutionState
 from neuroevo.experiment import Experiment, MethodResult, build_experiment, compare_heldout
 from neuroevo.io import atomic_write_text, save_rule
 from neuroevo.plots import plot_fitness, plot_learning_curves
@@ -30,13 +38,33 @@ from neuroevo.rules import rule_name
 from neuroevo.tasks import task_name
 
 HELDOUT_METHODS = ("evolved", "no_plasticity", "random_rule", "sgd_one_pass", "sgd_multi_pass")
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class BestRule:
+    """The strategy center with the best meta-train evaluation so far."""
+
+    params: Any
+    train_eval: float = -float("inf")
+    test_eval: float = float("nan")
+    generation: int = 0
+
+    def info(self) -> dict:
+        return {"train_eval": self.train_eval, "test_eval": self.test_eval, "generation": self.generation}
 
 
 def prepare_run_dir(path: Path) -> Path:
     """Create ``path`` and check that it is writable and holds no earlier run."""
     path = Path(path)
-    if (path / "metrics.jsonl").exists():
-        raise NeuroevoError(f"output directory {str(path)!r} already holds a run (metrics.jsonl); choose another --out")
+    if (path / "metrics.jsonl").exists() or (path / "config.yaml").exists():
+        raise NeuroevoError(f"output directory {str(path)!r} already holds a run; choose another --out, or continue it with --resume {path}")
+    return prepare_output_dir(path)
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check that it is writable."""
+    path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_test"
@@ -47,13 +75,12 @@ def prepare_run_dir(path: Path) -> Path:
     return path
 
 
-def rule_metadata(experiment: Experiment, extra: dict) -> dict:
+def rule_metadata(config: Config, feature_names: tuple[str, ...], extra: dict) -> dict:
     """Metadata stored beside the parameters in a rule file."""
-    config = experiment.config
     return {
         "neuroevo_version": __version__,
-        "rule": {"name": rule_name(config.rule), **config_to_dict(config)["rule"]},
-        "features": list(experiment.learner.rule.feature_names),
+        "rule": config_to_dict(config)["rule"],
+        "features": list(feature_names),
         "learning_signal": {"feedback": config.signal.feedback, "output_error": "target - activation"},
         "source_config": config_to_dict(config),
         **extra,
@@ -65,30 +92,86 @@ def _format_seconds(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def evolve(config: Config, out_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """Run evolution and the held-out comparison; returns the summary written to ``summary.json``."""
+def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
+    """Start a run in ``out_dir``; returns the summary written to ``summary.json``."""
     out_dir = prepare_run_dir(out_dir)
-    experiment = build_experiment(config)
-    evolution_config = config.evolution
     atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
-
+    experiment = build_experiment(config)
     evolution = experiment.evolution()
     state = evolution.init(experiment.key(0))
+    return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
+
+
+def resume(run_dir: Path, log: Log = print) -> dict:
+    """Continue the run in ``run_dir`` from its last checkpoint (or from the start if it has none)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NeuroevoError(f"--resume {str(run_dir)!r}: no such directory")
+    if not (run_dir / "config.yaml").is_file():
+        raise NeuroevoError(f"--resume {str(run_dir)!r} is not a run directory (it has no config.yaml)")
+    config = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    experiment = build_experiment(config)
+    evolution = experiment.evolution()
+    state = evolution.init(experiment.key(0))
+    best = BestRule(evolution.center(state))
+
+    checkpoint = load_checkpoint(run_dir, state, best.params)
+    generation = 0
+    if checkpoint is not None:
+        state = checkpoint.state
+        generation = int(checkpoint.info["generation"])
+        best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
+    records = _read_records(run_dir / "metrics.jsonl", generation)
+    if len(records) != generation:
+        raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in records))
+
+    if generation == config.evolution.generations and (run_dir / "summary.json").is_file():
+        log(f"run {run_dir} is already complete ({generation} generations); see its summary.json")
+        return json.loads((run_dir / "summary.json").read_text())
+    log(f"resuming {run_dir} after generation {generation} of {config.evolution.generations}")
+    return _run(experiment, evolution, run_dir, state, best, records, log)
+
+
+def _read_records(path: Path, up_to: int) -> list[dict]:
+    """Generation records 1..up_to from metrics.jsonl, skipping a line cut off by a crash."""
+    records = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("generation"), int) and record["generation"] <= up_to:
+                records[record["generation"]] = record
+    return [records[generation] for generation in sorted(records)]
+
+
+def _run(
+    experiment: Experiment,
+    evolution: Evolution,
+    out_dir: Path,
+    state: EvolutionState,
+    best: BestRule,
+    records: list[dict],
+    log: Log,
+) -> dict:
+    config = experiment.config
+    settings = config.evolution
     validation_keys = experiment.validation_keys()
-    n_params = evolution.n_params
+    first = len(records) + 1
     log(
-        f"neuroevo {__version__}: evolving a {rule_name(config.rule)} rule ({n_params} parameters) with "
-        f"{evolution_config.strategy} on {task_name(config.task)}; population {evolution_config.population}, "
-        f"{evolution_config.lifetimes_per_member} lifetimes per member, {evolution_config.generations} generations; "
+        f"neuroevo {__version__}: evolving a {rule_name(config.rule)} rule ({evolution.n_params} parameters) with "
+        f"{settings.strategy} on {task_name(config.task)}; population {settings.population}, "
+        f"{settings.lifetimes_per_member} lifetimes per member, {settings.generations} generations; "
         f"{jax.device_count()} {jax.default_backend()} device(s); run directory {out_dir}"
     )
 
-    records: list[dict] = []
-    best = {"train_eval": -np.inf, "generation": 0, "params": evolution.center(state), "test_eval": float("nan")}
     started = time.perf_counter()
-    report_every = max(1, evolution_config.generations // 20)
+    earlier_seconds = records[-1]["wall_time"] if records else 0.0
+    report_every = max(1, settings.generations // 20)
     with open(out_dir / "metrics.jsonl", "a") as metrics_file:
-        for generation in range(1, evolution_config.generations + 1):
+        for generation in range(first, settings.generations + 1):
             state, metrics = evolution.generation(state, experiment.train_pools)
             record = {
                 "generation": generation,
@@ -97,46 +180,64 @@ def evolve(config: Config, out_dir: Path, log: Callable[[str], None] = print) ->
                 "nan_count": int(metrics.nan_count),
             }
 
-            if generation % evolution_config.eval_every == 0 or generation == evolution_config.generations:
+            last = generation == settings.generations
+            if generation % settings.eval_every == 0 or last:
                 center = evolution.center(state)
                 record["train_eval"] = float(evolution.evaluate(center, experiment.train_pools, validation_keys).fitness.mean())
                 record["test_eval"] = float(evolution.evaluate(center, experiment.test_pools, validation_keys).fitness.mean())
-                if record["train_eval"] > best["train_eval"]:
-                    best = {"train_eval": record["train_eval"], "generation": generation, "params": center, "test_eval": record["test_eval"]}
-                    save_rule(
-                        out_dir / "best_rule.safetensors",
-                        jax.device_get(center),
-                        rule_metadata(experiment, {"generation": generation, "meta_train_fitness": best["train_eval"], "meta_test_fitness": best["test_eval"]}),
-                    )
+                if record["train_eval"] > best.train_eval:
+                    best = BestRule(center, record["train_eval"], record["test_eval"], generation)
+                    _save_best_rule(experiment, out_dir, best)
 
-            elapsed = time.perf_counter() - started
-            record["wall_time"] = round(elapsed, 3)
+            seconds = time.perf_counter() - started
+            record["wall_time"] = round(earlier_seconds + seconds, 3)
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
 
-            if generation % report_every == 0 or "train_eval" in record or generation == 1:
-                remaining = elapsed / generation * (evolution_config.generations - generation)
-                line = f"gen {generation:>5}/{evolution_config.generations}  best {record['best_fitness']:.4f}  mean {record['mean_fitness']:.4f}"
+            if generation % settings.checkpoint_every == 0 or last:
+                save_checkpoint(out_dir, state, best.params, {"generation": generation, "best": best.info()})
+
+            if generation % report_every == 0 or "train_eval" in record or generation == first:
+                done = generation - first + 1
+                remaining = seconds / done * (settings.generations - generation)
+                line = f"gen {generation:>5}/{settings.generations}  best {record['best_fitness']:.4f}  mean {record['mean_fitness']:.4f}"
                 if record["nan_count"]:
                     line += f"  invalid {record['nan_count']}"
                 if "train_eval" in record:
                     line += f"  center: meta-train {record['train_eval']:.4f} meta-test {record['test_eval']:.4f}"
-                log(line + f"  [{_format_seconds(elapsed)} elapsed, ~{_format_seconds(remaining)} left]")
+                log(line + f"  [{_format_seconds(seconds)} elapsed, ~{_format_seconds(remaining)} left]")
 
-    plot_fitness(records, out_dir / "fitness.png", evolution_config.fitness)
-    log(f"evolution finished in {_format_seconds(time.perf_counter() - started)}; best center from generation {best['generation']} (meta-train {best['train_eval']:.4f})")
+    plot_fitness(records, out_dir / "fitness.png", settings.fitness)
+    log(f"evolution finished; best center from generation {best.generation} (meta-train {best.train_eval:.4f})")
+    if best.generation == 0:
+        _save_best_rule(experiment, out_dir, best)
 
     log(f"held-out comparison on {config.evaluation.lifetimes} meta-test lifetimes:")
-    results = compare_heldout(experiment, best["params"], log)
-    summary = write_summary(experiment, results, out_dir, extra={"evolved_generation": best["generation"], "evolution_seconds": round(time.perf_counter() - started, 1)})
+    results = compare_heldout(experiment, best.params, log)
+    summary = write_summary(
+        experiment,
+        results,
+        out_dir,
+        "summary.json",
+        extra={"evolved_generation": best.generation, "evolution_seconds": records[-1]["wall_time"]},
+    )
     log(format_table(summary, results))
     log(f"wrote {out_dir / 'summary.json'}, {out_dir / 'best_rule.safetensors'} and plots")
     return summary
 
 
-def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_dir: Path, extra: dict | None = None) -> dict:
-    """Write ``summary.json`` and ``learning_curves.png``; returns the summary."""
+def _save_best_rule(experiment: Experiment, out_dir: Path, best: BestRule) -> None:
+    metadata = rule_metadata(
+        experiment.config,
+        experiment.learner.rule.feature_names,
+        {"generation": best.generation, "meta_train_fitness": best.train_eval, "meta_test_fitness": best.test_eval},
+    )
+    save_rule(out_dir / "best_rule.safetensors", jax.device_get(best.params), metadata)
+
+
+def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_dir: Path, filename: str, extra: dict | None = None) -> dict:
+    """Write the summary JSON (``filename``) and ``learning_curves.png``; returns the summary."""
     config = experiment.config
     summary: dict[str, Any] = {
         "task": task_name(config.task),
@@ -147,21 +248,22 @@ def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_
         "task_config": config_to_dict(config)["task"],
         **(extra or {}),
     }
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / filename, json.dumps(summary, indent=2) + "\n")
     task = experiment.task
+    lifetimes = len(next(iter(results.values())).accuracy)
     plot_learning_curves(
         {method: result.curve for method, result in results.items()},
         out_dir / "learning_curves.png",
-        f"{task_name(config.task)}: {task.n_way}-way {task.k_shot}-shot, meta-test, {len(next(iter(results.values())).accuracy)} lifetimes",
+        f"{task_name(config.task)}: {task.n_way}-way {task.k_shot}-shot, meta-test, {lifetimes} lifetimes",
     )
     return summary
 
 
 def format_table(summary: dict, results: dict[str, MethodResult]) -> str:
-    rows = [f"{'method':<16}{'accuracy':>10}   {'95% CI':<18} notes"]
+    rows = [f"{'method':<20}{'accuracy':>10}   {'95% CI':<18} notes"]
     for method, numbers in summary["heldout"].items():
         low, high = numbers["ci95"]
-        rows.append(f"{method:<16}{numbers['mean']:>10.4f}   [{low:.4f}, {high:.4f}]  {results[method].note}")
+        rows.append(f"{method:<20}{numbers['mean']:>10.4f}   [{low:.4f}, {high:.4f}]  {results[method].note}")
     return "\n".join(rows)
 
 

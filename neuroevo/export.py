@@ -1,0 +1,117 @@
+"""Portable rules: export a run's best rule to one file, and load a rule file anywhere.
+
+>>> rule = neuroevo.load_rule("digits.rule.safetensors")
+>>> rule.feature_names
+('pre', 'post', 'weight', 'error', 'in_mean')
+>>> dw = rule(features)  # features: (..., len(rule.feature_names)) -> dw: (...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from neuroevo.config import build_section
+from neuroevo.errors import ConfigError, NeuroevoError
+from neuroevo.features import EdgeFeatures
+from neuroevo.io import read_rule_file, save_rule
+from neuroevo.rules import RULE_CONFIGS, Rule, build_rule
+
+BEST_RULE_NAME = "best_rule.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRule:
+    """A rule read from a rule file: its family, parameters and metadata."""
+
+    rule: Rule
+    params: Any
+    metadata: dict
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.rule.feature_names
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        """Weight change for dense features (..., F), columns in the order of ``feature_names``."""
+        features = jnp.asarray(features, jnp.float32)
+        if features.shape[-1] != len(self.feature_names):
+            raise ValueError(f"features have {features.shape[-1]} columns, but the rule reads {len(self.feature_names)}: {', '.join(self.feature_names)}")
+        return self.rule.apply_dense(self.params, features)
+
+    def apply(self, features: EdgeFeatures, state: Any = ()) -> tuple[jax.Array, Any]:
+        """Factored evaluation on one block of edges, as inside a lifetime."""
+        return self.rule.apply(self.params, features, state)
+
+
+def rule_from_metadata(rule_section: Any, source: str) -> Rule:
+    """Build the rule family described by a rule file's ``rule`` metadata (validated like a config section)."""
+    if not isinstance(rule_section, dict) or rule_section.get("name") not in RULE_CONFIGS:
+        raise NeuroevoError(f"{source}: unknown rule family {rule_section!r}; this neuroevo knows {', '.join(RULE_CONFIGS)}")
+    options = {key: value for key, value in rule_section.items() if key != "name"}
+    try:
+        return build_rule(build_section(RULE_CONFIGS[rule_section["name"]], options, "rule"))
+    except ConfigError as error:
+        raise NeuroevoError(f"{source}: invalid rule metadata: {error}") from None
+
+
+def load_rule(path: str | Path) -> LoadedRule:
+    """Read a rule file written by ``neuroevo export`` (or a run's best_rule.safetensors).
+
+    Only JSON and raw arrays are read; nothing in the file is executed. A missing, corrupt,
+    truncated or newer-format file raises :class:`NeuroevoError`.
+    """
+    params, metadata = read_rule_file(Path(path))
+    rule = rule_from_metadata(metadata.get("rule"), str(path))
+    template = rule.init(jax.random.key(0))
+    template_shapes = jax.tree.map(jnp.shape, template)
+    try:
+        loaded_shapes = jax.tree.map(jnp.shape, params)
+    except Exception:  # noqa: BLE001 - any structural surprise means the same thing here
+        loaded_shapes = None
+    if loaded_shapes != template_shapes:
+        raise NeuroevoError(f"{str(path)!r}: the stored parameters do not match the {metadata['rule'].get('name')} rule described in its metadata; the file is damaged")
+    params = jax.tree.map(lambda value: jnp.asarray(value, jnp.float32), params)
+    return LoadedRule(rule, params, metadata)
+
+
+def find_rule_file(rule_or_run: str | Path) -> Path:
+    """A rule file path, or a run directory's best rule."""
+    path = Path(rule_or_run)
+    if path.is_dir():
+        candidate = path / BEST_RULE_NAME
+        if not candidate.is_file():
+            raise NeuroevoError(f"{str(path)!r} is not a run directory with a rule (no {BEST_RULE_NAME}); pass a run directory or a rule file")
+        return candidate
+    if not path.exists():
+        raise NeuroevoError(f"{str(path)!r} not found; pass a run directory or a rule file")
+    return path
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the run's best rule, with its scores from ``summary.json`` if present, to one file."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NeuroevoError(f"run directory {str(run_dir)!r} not found")
+    source = find_rule_file(run_dir)
+    loaded = load_rule(source)
+    metadata = {key: value for key, value in loaded.metadata.items() if key not in ("format", "format_version")}
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+            metadata["meta_test_score"] = summary["heldout"]["evolved"]
+            metadata["meta_test_baselines"] = {method: numbers for method, numbers in summary["heldout"].items() if method != "evolved"}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise NeuroevoError(f"{str(summary_path)!r} is not a valid run summary; rerun the run or delete the file") from None
+    out = Path(out) if out else Path(f"{run_dir.resolve().name}.rule.safetensors")
+    try:
+        save_rule(out, jax.device_get(loaded.params), metadata)
+    except OSError as error:
+        raise NeuroevoError(f"cannot write rule file {str(out)!r} ({error.strerror}); choose a writable --out") from None
+    return out
