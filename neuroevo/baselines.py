@@ -36,8 +36,8 @@ class GradientBaseline:
 
     def run(self, learning_rate: jax.Array, instance: Any, key: jax.Array, track_query: bool = False) -> LifetimeResult:
         """Train on ``instance.train_*`` from the weights drawn with ``key``; score the query set."""
-        key_network, key_order = jax.random.split(key)
-        network = self.learner.init_network(key_network)
+        network = self.learner.init_network(key)  # the initial weights Learner.run draws from the same key
+        key_order = jax.random.fold_in(key, 1)
         masks = network.masks
         optimizer = OPTIMIZERS[self.optimizer](learning_rate)
 
@@ -86,5 +86,5 @@ class GradientBaseline:
 
     @partial(jax.jit, static_argnames=("self",))
     def sweep(self, learning_rates: jax.Array, pools: Any, keys: jax.Array) -> jax.Array:
-        """Mean query accuracy (or negative loss) of each learning rate over the lifetimes of ``keys``."""
-        return jax.vmap(lambda lr: self.lifetimes(lr, pools, keys).fitness.mean())(learning_rates)
+        """Mean query accuracy of each learning rate over the lifetimes of ``keys``."""
+        return jax.vmap(lambda lr: self.lifetimes(lr, pools, keys).query_accuracy.mean())(learning_rates)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -171,6 +172,8 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} is not a finite number; use a finite value")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

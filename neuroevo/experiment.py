@@ -82,7 +82,7 @@ class MethodResult:
     """Held-out lifetimes of one method."""
 
     accuracy: np.ndarray  # (lifetimes,) query accuracy after each lifetime
-    curve: np.ndarray  # (lifetimes, steps) query accuracy after each training example
+    curve: np.ndarray | None  # (lifetimes, steps) query accuracy after each example of the first pass
     note: str = ""
 
     def summary(self) -> dict:
@@ -139,6 +139,9 @@ def compare_heldout(
         result = baseline.evaluate(jnp.float32(learning_rate), test, keys, track_query=True)
         note = f"lr={learning_rate:g} from meta-train sweep" + (f", {epochs} epochs" if epochs > 1 else "")
         results[name] = _method_result(result, note)
+        if epochs > 1:
+            # Only the first pass has one example per step; later passes have no place on that axis.
+            results[name].curve = None
 
     if extended:
         for kind in CLASSIC_RULES:

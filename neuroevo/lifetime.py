@@ -206,5 +206,5 @@ class Lifetimes:
 
     @partial(jax.jit, static_argnames=("self",))
     def sweep(self, stacked_params: Any, pools: Any, keys: jax.Array) -> jax.Array:
-        """Mean fitness of each parameter set (leading axis of ``stacked_params``) on the same lifetimes."""
-        return jax.vmap(lambda params: self.run(params, pools, keys).fitness.mean())(stacked_params)
+        """Mean query accuracy of each parameter set (leading axis of ``stacked_params``) on the same lifetimes."""
+        return jax.vmap(lambda params: self.run(params, pools, keys).query_accuracy.mean())(stacked_params)

@@ -36,11 +36,18 @@ def plot_fitness(records: list[dict], path: Path, metric: str) -> None:
     plt.close(figure)
 
 
-def plot_learning_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> None:
-    """Mean query accuracy after each training example, one line per method (curves: (lifetimes, steps))."""
+def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str, float], path: Path, title: str) -> None:
+    """Mean query accuracy after each training example, one line per method.
+
+    ``curves`` maps a method to (lifetimes, steps) accuracies; a method whose curve is None
+    (multi-pass training) is drawn as a dashed line at its final accuracy from ``finals``.
+    """
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for method, curve in curves.items():
+        if curve is None:
+            axis.axhline(finals[method], ls="--", lw=1, color="gray", label=f"{method} (final)")
+            continue
         steps = np.arange(1, curve.shape[1] + 1)
         mean = curve.mean(axis=0)
         half_width = 1.96 * curve.std(axis=0, ddof=1) / np.sqrt(curve.shape[0])
@@ -50,7 +57,7 @@ def plot_learning_curves(curves: dict[str, np.ndarray], path: Path, title: str) 
     axis.set_ylabel("query accuracy")
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

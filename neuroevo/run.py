@@ -253,6 +253,7 @@ def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_
     lifetimes = len(next(iter(results.values())).accuracy)
     plot_learning_curves(
         {method: result.curve for method, result in results.items()},
+        {method: numbers["mean"] for method, numbers in summary["heldout"].items()},
         out_dir / "learning_curves.png",
         f"{task_name(config.task)}: {task.n_way}-way {task.k_shot}-shot, meta-test, {lifetimes} lifetimes",
     )

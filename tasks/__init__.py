@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from neuroevo.tasks.dataset import DatasetError, UserDatasetConfig, UserDatasetTask
 from neuroevo.tasks.digits import DigitsConfig, DigitsTask
 from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, FewShotInstance
+from neuroevo.tasks.sklearn_tables import BreastCancerConfig, IrisConfig, SklearnTableTask, WineConfig
 
-TASK_CONFIGS: dict[str, type] = {"digits": DigitsConfig}
-_TASK_CLASSES: dict[type, type] = {DigitsConfig: DigitsTask}
+TASK_CONFIGS: dict[str, type] = {
+    "digits": DigitsConfig,
+    "iris": IrisConfig,
+    "wine": WineConfig,
+    "breast_cancer": BreastCancerConfig,
+    "dataset": UserDatasetConfig,
+}
+_TASK_CLASSES: dict[type, type] = {
+    DigitsConfig: DigitsTask,
+    IrisConfig: SklearnTableTask,
+    WineConfig: SklearnTableTask,
+    BreastCancerConfig: SklearnTableTask,
+    UserDatasetConfig: UserDatasetTask,
+}
 
 
 def task_name(config: Any) -> str:
@@ -25,11 +39,18 @@ def build_task(config: Any) -> Any:
 
 
 __all__ = [
+    "BreastCancerConfig",
     "ClassPools",
+    "DatasetError",
     "DigitsConfig",
     "DigitsTask",
     "FewShotClassification",
     "FewShotInstance",
+    "IrisConfig",
+    "SklearnTableTask",
+    "UserDatasetConfig",
+    "UserDatasetTask",
+    "WineConfig",
     "TASK_CONFIGS",
     "build_task",
     "task_name",

@@ -38,6 +38,8 @@ class DigitsConfig:
             raise ConfigError(f"task.n_way={self.n_way} must be at least 2 for a classification task")
         for name in ("train_classes", "test_classes"):
             classes = getattr(self, name)
+            if len(classes) < 2:
+                raise ConfigError(f"task.{name}={list(classes)} lists fewer than 2 classes; list at least n_way={self.n_way} digits")
             bad = [label for label in classes if not 0 <= label <= 9]
             if bad:
                 raise ConfigError(f"task.{name} contains {bad}, but digits has classes 0-9")

@@ -84,6 +84,7 @@ class FewShotClassification:
     n_query: int
 
     metric = "accuracy"
+    signals = ("error",)  # learning signals the task provides to rules: labels give an output error
 
     @property
     def n_outputs(self) -> int:
@@ -118,3 +119,44 @@ class FewShotClassification:
             query_x=query.reshape(self.n_way * self.n_query, -1),
             query_y=jnp.repeat(units, self.n_query),
         )
+
+
+SCALINGS = ("minmax", "standard", "none")
+
+
+def scale_features(features: np.ndarray, scaling: str) -> np.ndarray:
+    """Scale each feature (column) with statistics of all rows of ``features``.
+
+    ``minmax`` maps each column's minimum to 0 and maximum to 1, ``standard`` subtracts the
+    column mean and divides by the column standard deviation, and ``none`` returns a float32
+    copy. A constant column becomes 0 under both ``minmax`` and ``standard``.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    if scaling == "none":
+        return features.astype(np.float32)
+    if scaling == "minmax":
+        offset = features.min(axis=0)
+        spread = features.max(axis=0) - offset
+    elif scaling == "standard":
+        offset = features.mean(axis=0)
+        spread = features.std(axis=0)
+    else:
+        raise ValueError(f"unknown scaling {scaling!r}; use one of {SCALINGS}")
+    spread = np.where(spread > 0, spread, 1.0)
+    return ((features - offset) / spread).astype(np.float32)
+
+
+def divide_examples(labels: np.ndarray, classes: tuple[int, ...], split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Divide each class's examples at random into a meta-train half and a meta-test half.
+
+    Returns two sorted index arrays into ``labels`` with no index in common. Of a class with
+    ``n`` examples, ``n // 2`` go to meta-train and the rest to meta-test.
+    """
+    rng = np.random.default_rng(split_seed)
+    train, test = [], []
+    for label in classes:
+        indices = rng.permutation(np.flatnonzero(labels == label))
+        half = len(indices) // 2
+        train.append(indices[:half])
+        test.append(indices[half:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))

@@ -1,0 +1,105 @@
+"""Checkpoint and resume: a run killed with SIGKILL and resumed ends where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from neuroevo.checkpoint import CHECKPOINT_NAME
+from neuroevo.cli import main
+
+TINY = {
+    "task": {"name": "digits", "k_shot": 2, "n_query": 3},
+    "rule": {"name": "mlp", "hidden": [4]},
+    "signal": {"feedback": "none"},
+    "evolution": {
+        "population": 4,
+        "generations": 400,
+        "lifetimes_per_member": 1,
+        "eval_every": 100,
+        "eval_lifetimes": 2,
+        "checkpoint_every": 10,
+    },
+    "evaluation": {"lifetimes": 4, "sweep_lifetimes": 2, "multi_pass_epochs": 2, "learning_rates": [0.1, 1.0]},
+}
+
+
+def checkpoint_info(run_dir):
+    with np.load(run_dir / CHECKPOINT_NAME, allow_pickle=False) as archive:
+        return json.loads(archive["info"].tobytes()), archive["state_0000"].copy()
+
+
+def logged_generations(run_dir):
+    return [json.loads(line)["generation"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory):
+    # A persistent compilation cache shared by the subprocesses keeps the three runs fast.
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def evolve_command(config_path, out):
+    return [sys.executable, "-m", "neuroevo.cli", "evolve", str(config_path), "--out", str(out)]
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, environment):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+
+    reference = tmp_path / "reference"
+    subprocess.run(evolve_command(config_path, reference), env=environment, check=True, capture_output=True, timeout=600)
+    reference_info, reference_mean = checkpoint_info(reference)
+    assert reference_info["generation"] == 400
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(evolve_command(config_path, killed), env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (killed / CHECKPOINT_NAME).exists() and len(logged_generations(killed)) > 25:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    info_at_kill, _ = checkpoint_info(killed)
+    assert 0 < info_at_kill["generation"] < 400, "the run must be killed mid-evolution for this test to mean anything"
+    assert len(logged_generations(killed)) < 400
+
+    result = subprocess.run([sys.executable, "-m", "neuroevo.cli", "evolve", "--resume", str(killed)], env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"after generation {info_at_kill['generation']}" in result.stdout
+
+    final_info, final_mean = checkpoint_info(killed)
+    assert final_info["generation"] == 400
+    np.testing.assert_allclose(final_mean, reference_mean, rtol=1e-5, atol=1e-6)
+    assert logged_generations(killed) == list(range(1, 401))
+    assert final_info["best"] == reference_info["best"]
+    assert (killed / "summary.json").is_file()
+
+
+def test_resume_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert main(["evolve", "--resume", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_resume_rejects_a_corrupt_checkpoint(tmp_path, capsys):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(TINY))
+    (run_dir / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 truncated")
+    assert main(["evolve", "--resume", str(run_dir)]) == 2
+    assert "is corrupt" in capsys.readouterr().err
+
+
+def test_resume_with_set_is_rejected(tmp_path, capsys):
+    assert main(["evolve", "--resume", str(tmp_path), "--set", "seed=1"]) == 2
+    assert "drop CONFIG, --set and --out" in capsys.readouterr().err

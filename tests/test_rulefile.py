@@ -1,0 +1,167 @@
+"""Rule files (export, load_rule), evaluate and inspect, including their bad-input errors."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+import neuroevo
+import neuroevo.io
+from neuroevo.checkpoint import load_checkpoint
+from neuroevo.cli import main
+from neuroevo.config import config_from_dict, read_yaml
+from neuroevo.errors import NeuroevoError
+from neuroevo.evaluate import check_features_available
+from neuroevo.experiment import build_experiment
+from neuroevo.io import read_rule_file, save_rule
+from neuroevo.rules.mlp import DEFAULT_FEATURES
+
+TINY = {
+    "task": {"name": "digits", "k_shot": 3, "n_query": 4},
+    "rule": {"name": "mlp", "hidden": [4]},
+    "signal": {"feedback": "none"},
+    "evolution": {"population": 4, "generations": 4, "lifetimes_per_member": 2, "eval_every": 2, "eval_lifetimes": 4},
+    "evaluation": {"lifetimes": 6, "sweep_lifetimes": 3, "multi_pass_epochs": 2, "learning_rates": [0.1, 1.0]},
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_run")
+    config_path = root / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    assert main(["evolve", str(config_path), "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "tiny.rule.safetensors"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    return out
+
+
+def test_export_round_trip_gives_identical_dw(run_dir, exported):
+    config = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    experiment = build_experiment(config)
+    evolution = experiment.evolution()
+    template = evolution.init(experiment.key(0))
+    checkpoint = load_checkpoint(run_dir, template, evolution.center(template))
+
+    rule = neuroevo.load_rule(exported)
+    features = jax.random.normal(jax.random.key(3), (257, len(rule.feature_names)))
+    expected = experiment.learner.rule.apply_dense(checkpoint.best_params, features)
+    np.testing.assert_array_equal(np.asarray(rule(features)), np.asarray(expected))
+
+
+def test_export_metadata(exported, run_dir):
+    _, metadata = read_rule_file(exported)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert metadata["format_version"] == 1
+    assert metadata["rule"]["name"] == "mlp"
+    assert metadata["features"] == list(DEFAULT_FEATURES)
+    assert metadata["learning_signal"]["feedback"] == "none"
+    assert metadata["source_config"]["evolution"]["population"] == 4
+    assert metadata["meta_test_score"] == summary["heldout"]["evolved"]
+    assert "meta_train_fitness" in metadata
+
+
+
+
+def test_load_rule_rejects_truncated_file(exported, tmp_path, capsys):
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(exported.read_bytes()[:-20])
+    with pytest.raises(NeuroevoError, match="not a valid neuroevo rule file"):
+        neuroevo.load_rule(truncated)
+    assert main(["inspect", str(truncated)]) == 2
+    assert "neuroevo: error:" in capsys.readouterr().err
+
+
+def test_load_rule_rejects_garbage(tmp_path):
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 3)
+    with pytest.raises(NeuroevoError, match="not a valid neuroevo rule file"):
+        neuroevo.load_rule(garbage)
+
+
+def test_load_rule_rejects_newer_format(exported, tmp_path, monkeypatch):
+    params, metadata = read_rule_file(exported)
+    metadata = {key: value for key, value in metadata.items() if key not in ("format", "format_version")}
+    newer = tmp_path / "newer.safetensors"
+    with monkeypatch.context() as patch:
+        patch.setattr(neuroevo.io, "RULE_FORMAT_VERSION", 99)
+        save_rule(newer, params, metadata)
+    with pytest.raises(NeuroevoError, match="newer than this neuroevo reads"):
+        neuroevo.load_rule(newer)
+
+
+def test_load_rule_rejects_mismatched_parameters(exported, tmp_path):
+    params, metadata = read_rule_file(exported)
+    metadata = {key: value for key, value in metadata.items() if key not in ("format", "format_version")}
+    metadata["rule"] = {**metadata["rule"], "hidden": [7]}
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_rule(mismatched, params, metadata)
+    with pytest.raises(NeuroevoError, match="do not match"):
+        neuroevo.load_rule(mismatched)
+
+
+def test_missing_rule_file(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "absent.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_export_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert main(["export", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "is not a run directory" in error
+    assert "Traceback" not in error
+
+
+def test_evaluate_writes_table_json_and_plot(exported, tmp_path, capsys):
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", str(exported), "--lifetimes", "4", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    expected = {"evolved", "no_plasticity", "random_rule", "sgd_one_pass", "sgd_multi_pass", "adam_one_pass", "hebbian", "supervised_hebbian", "oja", "delta"}
+    assert set(evaluation["heldout"]) == expected
+    assert evaluation["metric"] == "accuracy"
+    assert evaluation["heldout"]["evolved"]["lifetimes"] == 4
+    assert (out / "learning_curves.png").stat().st_size > 0
+    for method in expected:
+        assert method in printed
+
+
+def test_evaluate_rejects_impossible_size(exported, tmp_path, capsys):
+    assert main(["evaluate", str(exported), "--set", "task.n_way=7", "--out", str(tmp_path / "e")]) == 2
+    error = capsys.readouterr().err
+    assert "task.n_way=7" in error
+    assert "Traceback" not in error
+
+
+def test_evaluate_rejects_unknown_task(exported, tmp_path, capsys):
+    assert main(["evaluate", str(exported), "--task", "imagenet", "--out", str(tmp_path / "e")]) == 2
+    assert "'imagenet' is not a registered task" in capsys.readouterr().err
+
+
+def test_rule_needing_a_missing_signal_is_rejected():
+    class TaskWithoutLabels:
+        signals = ()
+
+    with pytest.raises(NeuroevoError, match="reads error"):
+        check_features_available(("pre", "error"), TaskWithoutLabels(), "unlabelled")
+    check_features_available(("pre", "post"), TaskWithoutLabels(), "unlabelled")
+
+
+def test_inspect_writes_plot(exported, tmp_path, capsys):
+    out = tmp_path / "response.png"
+    assert main(["inspect", str(exported), "--x", "pre", "--y", "error", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.stat().st_size > 0
+    assert "presynaptic activation" in printed
+
+
+def test_inspect_rejects_unknown_feature(exported, capsys):
+    assert main(["inspect", str(exported), "--x", "reward"]) == 2
+    assert "'reward' is not a feature of this rule" in capsys.readouterr().err
