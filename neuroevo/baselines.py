@@ -71,7 +71,7 @@ class GradientBaseline:
         return LifetimeResult(fitness=fitness, query_accuracy=accuracy, query_loss=loss, curve=curve)
 
     def lifetimes(self, learning_rate: jax.Array, pools: Any, keys: jax.Array, track_query: bool = False) -> LifetimeResult:
-        """One lifetime per key, on the task instance and initial weights that the same key gives a rule."""
+        """Run one lifetime per key, on the task instance and initial weights that the same key gives a rule."""
 
         def one(key: jax.Array) -> LifetimeResult:
             key_instance, key_network = split_lifetime_key(key)

@@ -24,7 +24,7 @@ def bundled_configs() -> dict[str, Path]:
 
 
 def resolve_config_path(argument: str | None) -> Path:
-    """A path to an existing YAML file, or the name of a bundled config."""
+    """Return the YAML file named by ``argument``: a path to an existing file, or a bundled config name."""
     if argument is None:
         argument = DEFAULT_CONFIG
     path = Path(argument)

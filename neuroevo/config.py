@@ -55,7 +55,7 @@ class NetworkConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SignalConfig:
-    """How the output error reaches hidden neurons."""
+    """Feedback pathway that carries the output error to hidden neurons."""
 
     feedback: Literal["none", "broadcast", "random_feedback"] = "random_feedback"
 
@@ -198,8 +198,8 @@ def build_section(cls: type, data: Any, prefix: str) -> Any:
         if key not in fields:
             full_key = f"{prefix}.{key}" if prefix else str(key)
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {full_key!r}{hint} Valid keys here: {', '.join(fields)}")
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {full_key!r}{hint}. Valid keys here: {', '.join(fields)}")
     values = {}
     for name, value in data.items():
         full_key = f"{prefix}.{name}" if prefix else name

@@ -72,6 +72,23 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
     return strategy, params
 
 
+def _strongly_typed(tree: Any) -> Any:
+    """Give every leaf a strong dtype.
+
+    evosax states mix weakly typed leaves (Python floats from schedules and initial values)
+    with strongly typed ones, and which leaf is weak changes after the first ``tell``. A
+    state that changes weak types between generations makes jit compile the generation again.
+    """
+
+    def strong(leaf: Any) -> Any:
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return leaf
+        return jax.lax.convert_element_type(leaf, leaf.dtype)
+
+    return jax.tree.map(strong, tree)
+
+
 class EvolutionState(NamedTuple):
     strategy_state: Any  # the evosax state (mean, std, optimizer state, best so far, ...)
     key: jax.Array  # () PRNG key for the next generation
@@ -110,10 +127,10 @@ class Evolution:
             state = self.strategy.init(key_init, population, fitness, self.strategy_params)
         else:
             state = self.strategy.init(key_init, self.unravel(self._initial_flat), self.strategy_params)
-        return EvolutionState(strategy_state=state, key=key_run, generation=jnp.int32(0))
+        return EvolutionState(strategy_state=_strongly_typed(state), key=key_run, generation=jnp.int32(0))
 
     def center(self, state: EvolutionState) -> Any:
-        """The strategy's current estimate of the best rule: its mean, or its best member."""
+        """Return the strategy's current estimate of the best rule: its mean, or its best member."""
         strategy_state = state.strategy_state
         flat = strategy_state.best_solution if self.population_based else strategy_state.mean
         return self.unravel(flat)
@@ -143,4 +160,4 @@ class Evolution:
             mean_fitness=fitness.mean(),
             nan_count=invalid.sum(),
         )
-        return EvolutionState(strategy_state, key, state.generation + 1), metrics
+        return EvolutionState(_strongly_typed(strategy_state), key, state.generation + 1), metrics

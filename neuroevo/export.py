@@ -81,7 +81,7 @@ def load_rule(path: str | Path) -> LoadedRule:
 
 
 def find_rule_file(rule_or_run: str | Path) -> Path:
-    """A rule file path, or a run directory's best rule."""
+    """Return ``rule_or_run`` if it is a rule file, or the best rule of a run directory."""
     path = Path(rule_or_run)
     if path.is_dir():
         candidate = path / BEST_RULE_NAME

@@ -106,7 +106,7 @@ class Learner:
     # One plastic step ------------------------------------------------------------------------
 
     def edge_features(self, network: NetworkState, states: tuple, activations: tuple, label: jax.Array) -> tuple[feature_lib.EdgeFeatures, ...]:
-        """The rule's features for every block, after presenting an example with ``label``."""
+        """Compute the rule's features for every block, after presenting an example with ``label``."""
         out = self.topology.output_group
         error_out = signals.output_error(self.output_target(label), activations[out])
         errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, states, error_out)

@@ -55,10 +55,10 @@ class BestRule:
 
 
 def prepare_run_dir(path: Path) -> Path:
-    """Create ``path`` and check that it is writable and holds no earlier run."""
+    """Create ``path`` and check that it is writable and contains no earlier run."""
     path = Path(path)
     if (path / "metrics.jsonl").exists() or (path / "config.yaml").exists():
-        raise NeuroevoError(f"output directory {str(path)!r} already holds a run; choose another --out, or continue it with --resume {path}")
+        raise NeuroevoError(f"output directory {str(path)!r} already contains a run; choose another --out, or continue it with --resume {path}")
     return prepare_output_dir(path)
 
 
@@ -94,10 +94,15 @@ def _format_seconds(seconds: float) -> str:
 
 def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
     """Start a run in ``out_dir``; returns the summary written to ``summary.json``."""
-    out_dir = prepare_run_dir(out_dir)
-    atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
+    out_dir = Path(out_dir)
+    if (out_dir / "metrics.jsonl").exists() or (out_dir / "config.yaml").exists():
+        prepare_run_dir(out_dir)  # raises with the --resume hint before any work
+    # Sizes are checked (and may raise) before anything is written, so a rejected config
+    # leaves --out free for the corrected run.
     experiment = build_experiment(config)
     evolution = experiment.evolution()
+    out_dir = prepare_run_dir(out_dir)
+    atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
     state = evolution.init(experiment.key(0))
     return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
 
