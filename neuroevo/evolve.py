@@ -21,6 +21,7 @@ import optax
 from evosax.algorithms import algorithms as EVOSAX_ALGORITHMS
 from evosax.algorithms import population_based_algorithms
 from jax.flatten_util import ravel_pytree
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from neuroevo.config import EvolutionConfig
 from neuroevo.errors import ConfigError
@@ -112,6 +113,11 @@ class Evolution:
         self.strategy, self.strategy_params = make_strategy(config, initial_params)
         self.population_based = config.strategy in population_based_algorithms
         self.std = config.std
+        self.n_devices = jax.device_count()
+        self.mesh = None
+        if self.n_devices > 1:
+            # Auto axes: with_sharding_constraint then moves data rather than only asserting its layout.
+            self.mesh = jax.make_mesh((self.n_devices,), ("population",), axis_types=(AxisType.Auto,))
         flat, self.unravel = ravel_pytree(initial_params)
         self.n_params = flat.size
         self._initial_flat = flat
@@ -139,6 +145,27 @@ class Evolution:
         """Score one rule on one lifetime per key (jitted; see :class:`~neuroevo.lifetime.Lifetimes`)."""
         return self.lifetimes.evaluate(params, pools, keys, plastic, track_query)
 
+    def population_fitness(self, population: Any, pools: Any, lifetime_keys: jax.Array) -> jax.Array:
+        """Mean fitness of every member over the same lifetimes; members are sharded over all devices.
+
+        A population that does not divide the device count is padded with copies of its
+        last member, whose scores are dropped again.
+        """
+        size = self.strategy.population_size
+        padded = -(-size // self.n_devices) * self.n_devices
+        if padded != size:
+            population = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], padded - size, axis=0)]), population)
+        if self.mesh is not None:
+            population = jax.lax.with_sharding_constraint(population, NamedSharding(self.mesh, PartitionSpec("population")))
+
+        results = jax.vmap(lambda params: self.lifetimes.run(params, pools, lifetime_keys))(population)
+        fitness = results.fitness.mean(axis=1)[:size]
+
+        # evosax's tell expects an unsharded fitness array.
+        if self.mesh is not None:
+            fitness = jax.lax.with_sharding_constraint(fitness, NamedSharding(self.mesh, PartitionSpec()))
+        return fitness
+
     @partial(jax.jit, static_argnames=("self",))
     def generation(self, state: EvolutionState, pools: Any) -> tuple[EvolutionState, GenerationMetrics]:
         """Ask, evaluate every member on the same lifetimes, tell."""
@@ -146,8 +173,7 @@ class Evolution:
         population, strategy_state = self.strategy.ask(key_ask, state.strategy_state, self.strategy_params)
 
         lifetime_keys = jax.random.split(key_lifetimes, self.lifetimes_per_member)
-        results = jax.vmap(lambda params: self.lifetimes.run(params, pools, lifetime_keys))(population)
-        fitness = results.fitness.mean(axis=1)  # (population,)
+        fitness = self.population_fitness(population, pools, lifetime_keys)  # (population,)
 
         invalid = ~jnp.isfinite(fitness)
         worst = jnp.min(jnp.where(invalid, jnp.inf, fitness))
