@@ -57,7 +57,7 @@ class NetworkConfig:
 class SignalConfig:
     """Feedback pathway that carries the output error to hidden neurons."""
 
-    feedback: Literal["none", "broadcast", "random_feedback"] = "random_feedback"
+    feedback: Literal["none", "broadcast", "random_feedback", "direct_random_feedback", "symmetric"] = "random_feedback"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ class NetworkState(NamedTuple):
 
     weights: graph.Weights  # per block (n_dst, n_src); zero where the mask is zero
     masks: graph.Weights  # per block (n_dst, n_src), 1.0 where an edge exists
-    feedback: signals.FeedbackMatrices  # per block (n_dst, n_src) or None
+    feedback: signals.FeedbackMatrices  # fixed random matrices of the pathway, or None (see signals.py)
     rule_state: tuple  # per block, the rule's per-edge state
 
 
@@ -109,7 +109,7 @@ class Learner:
         """Compute the rule's features for every block, after presenting an example with ``label``."""
         out = self.topology.output_group
         error_out = signals.output_error(self.output_target(label), activations[out])
-        errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, states, error_out)
+        errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, error_out)
         contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors)
         return tuple(
             feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])

@@ -11,6 +11,16 @@ of the cross-entropy with respect to the output states). Hidden neurons receive,
   weights support error backpropagation for deep learning"): layer by layer from the output,
   ``e_j = act'(h_j) * sum_blocks (B^T e_dst)_j`` with a fixed random matrix ``B`` per block,
   drawn fresh for every lifetime.
+- ``direct_random_feedback``: direct feedback alignment (Nøkland 2016, "Direct Feedback
+  Alignment Provides Learning in Deep Neural Networks"): every hidden group receives the
+  output error directly, ``e_j = act'(h_j) * (B e_out)_j``, with a fixed random matrix ``B``
+  of shape (n_group, n_out) per hidden group, drawn fresh for every lifetime.
+- ``symmetric``: backpropagation's pathway, layer by layer from the output,
+  ``e_j = act'(h_j) * sum_blocks (W^T e_dst)_j`` with the network's current weights ``W``. For
+  softmax outputs the hidden errors are then the negative gradient of the cross-entropy with
+  respect to the hidden states. Other outputs use the squared error, whose negative gradient
+  at the output states is ``2 act'(h_out) (target - a)``, so their hidden errors differ from
+  the gradient by that factor (for identity outputs they are half of it).
 """
 
 from __future__ import annotations
@@ -18,12 +28,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from neuroevo.graph import Topology
+from neuroevo.graph import Topology, Weights
 from neuroevo.neurons import activation_derivative
 
-FEEDBACK_PATHWAYS = ("none", "broadcast", "random_feedback")
+FEEDBACK_PATHWAYS = ("none", "broadcast", "random_feedback", "direct_random_feedback", "symmetric")
 
-FeedbackMatrices = tuple[jax.Array | None, ...]  # per block: (n_dst, n_src) or None
+# random_feedback: one (n_dst, n_src) matrix per block. direct_random_feedback: one
+# (n_group, n_out) matrix per group. None where a pathway uses no matrix.
+FeedbackMatrices = tuple[jax.Array | None, ...]
 
 
 def _carries_feedback(topology: Topology, block: int) -> bool:
@@ -33,6 +45,8 @@ def _carries_feedback(topology: Topology, block: int) -> bool:
 
 def init_feedback(key: jax.Array, topology: Topology, feedback: str) -> FeedbackMatrices:
     """Draw the fixed random feedback matrices of one lifetime (``None`` where unused)."""
+    if feedback == "direct_random_feedback":
+        return _init_direct_feedback(key, topology)
     if feedback != "random_feedback":
         return tuple(None for _ in topology.blocks)
     keys = jax.random.split(key, len(topology.blocks))
@@ -46,6 +60,19 @@ def init_feedback(key: jax.Array, topology: Topology, feedback: str) -> Feedback
     return tuple(matrices)
 
 
+def _init_direct_feedback(key: jax.Array, topology: Topology) -> FeedbackMatrices:
+    """Draw one (n_group, n_out) matrix per hidden group, entries N(0, 1 / n_out)."""
+    keys = jax.random.split(key, len(topology.group_sizes))
+    n_out = topology.n_outputs
+    matrices = []
+    for group, size in enumerate(topology.group_sizes):
+        if group not in topology.hidden_groups:
+            matrices.append(None)
+            continue
+        matrices.append(jax.random.normal(keys[group], (size, n_out), jnp.float32) / jnp.sqrt(jnp.float32(n_out)))
+    return tuple(matrices)
+
+
 def output_error(target: jax.Array, output_activation: jax.Array) -> jax.Array:
     """``target - a`` at the output neurons (n_out,)."""
     return target - output_activation
@@ -55,10 +82,14 @@ def neuron_errors(
     topology: Topology,
     feedback: str,
     feedback_matrices: FeedbackMatrices,
+    weights: Weights,
     states: tuple[jax.Array, ...],
     error_out: jax.Array,
 ) -> tuple[jax.Array, ...]:
-    """Error of every group: output error at the output, the pathway's error at hidden groups."""
+    """Error of every group: output error at the output, the pathway's error at hidden groups.
+
+    ``weights`` are the network's current weights; only the ``symmetric`` pathway reads them.
+    """
     errors = [jnp.zeros((size,), jnp.float32) for size in topology.group_sizes]
     errors[topology.output_group] = error_out
 
@@ -66,13 +97,20 @@ def neuron_errors(
         rms = jnp.sqrt(jnp.mean(error_out**2))
         for group in topology.hidden_groups:
             errors[group] = jnp.full((topology.group_sizes[group],), rms)
-    elif feedback == "random_feedback":
-        # Later layers first, so each hidden group sees the final error of the groups it feeds.
+    elif feedback in ("random_feedback", "symmetric"):
+        # random_feedback sends errors back through fixed random matrices, symmetric through
+        # the forward weights. Later layers come first, so each hidden group receives the
+        # final error of the groups it feeds.
+        matrices = feedback_matrices if feedback == "random_feedback" else weights
         for group in reversed(topology.hidden_groups):
             incoming = jnp.zeros((topology.group_sizes[group],), jnp.float32)
             for block, (src, dst) in enumerate(topology.blocks):
                 if src == group:
-                    incoming = incoming + feedback_matrices[block].T @ errors[dst]
+                    incoming = incoming + matrices[block].T @ errors[dst]
+            errors[group] = activation_derivative(topology.activations[group], states[group]) * incoming
+    elif feedback == "direct_random_feedback":
+        for group in topology.hidden_groups:
+            incoming = feedback_matrices[group] @ error_out
             errors[group] = activation_derivative(topology.activations[group], states[group]) * incoming
     elif feedback != "none":
         raise ValueError(f"unknown feedback pathway {feedback!r}; use one of {', '.join(FEEDBACK_PATHWAYS)}")

@@ -92,8 +92,11 @@ def example_loss(topology, states: list[np.ndarray], activations: list[np.ndarra
     return float(np.sum((activations[-1] - target) ** 2))
 
 
-def hidden_errors(topology, feedback: str, feedback_matrices, states: list[np.ndarray], error_out: np.ndarray) -> list[np.ndarray]:
-    """Compute the error of every layer: zero at the input, the pathway's error at hidden layers, ``error_out`` at the output."""
+def hidden_errors(topology, feedback: str, feedback_matrices, states: list[np.ndarray], error_out: np.ndarray, weights=None) -> list[np.ndarray]:
+    """Compute the error of every layer: zero at the input, the pathway's error at hidden layers, ``error_out`` at the output.
+
+    ``weights`` (per block) are needed only by the ``symmetric`` pathway.
+    """
     groups = layer_groups(topology)
     errors = [np.zeros_like(state) for state in states]
     errors[-1] = error_out
@@ -105,6 +108,12 @@ def hidden_errors(topology, feedback: str, feedback_matrices, states: list[np.nd
             errors[layer] = np.full(states[layer].shape, np.sqrt(np.mean(error_out**2)))
         elif feedback == "random_feedback":
             matrix = np.asarray(feedback_matrices[block_index(topology, group, groups[layer + 1])], np.float64)
+            errors[layer] = activation_derivative(topology.activations[group], states[layer]) * (matrix.T @ errors[layer + 1])
+        elif feedback == "direct_random_feedback":
+            matrix = np.asarray(feedback_matrices[group], np.float64)  # (n_group, n_out)
+            errors[layer] = activation_derivative(topology.activations[group], states[layer]) * (matrix @ error_out)
+        elif feedback == "symmetric":
+            matrix = np.asarray(weights[block_index(topology, group, groups[layer + 1])], np.float64)
             errors[layer] = activation_derivative(topology.activations[group], states[layer]) * (matrix.T @ errors[layer + 1])
         else:
             raise ValueError(f"no reference for feedback {feedback!r}")
@@ -133,7 +142,7 @@ def plastic_step(topology, weights, feedback: str, feedback_matrices, x, label: 
     states, activations = forward(topology, weights, x)
     target = np.eye(topology.n_outputs)[label]
     error_out = target - activations[-1]
-    errors = hidden_errors(topology, feedback, feedback_matrices, states, error_out)
+    errors = hidden_errors(topology, feedback, feedback_matrices, states, error_out, weights)
 
     # Per-group quantities. The bias group is clamped to 1 and has zero error.
     group_of_layer = {group: layer for layer, group in enumerate(layer_groups(topology))}

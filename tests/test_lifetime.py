@@ -23,6 +23,11 @@ STEP_CASES = [
     ("random_feedback", (4,), "relu", "softmax"),
     ("random_feedback", (4, 3), "tanh", "softmax"),
     ("random_feedback", (4,), "tanh", "identity"),
+    ("direct_random_feedback", (4,), "tanh", "softmax"),
+    ("direct_random_feedback", (4, 3), "relu", "softmax"),
+    ("symmetric", (4,), "tanh", "softmax"),
+    ("symmetric", (4, 3), "tanh", "softmax"),
+    ("symmetric", (4,), "sigmoid", "identity"),
     ("broadcast", (4,), "tanh", "softmax"),
     ("broadcast", (4, 3), "tanh", "softmax"),
     ("none", (4,), "tanh", "softmax"),
@@ -144,7 +149,7 @@ def test_feedback_matrices_by_pathway():
         if matrices[block] is not None:
             assert matrices[block].shape == topology.block_shape(block), f"block {block}"
     assert not np.allclose(matrices[1], other[1])  # drawn fresh for every lifetime
-    for feedback in ("none", "broadcast"):
+    for feedback in ("none", "broadcast", "symmetric"):
         unused = make_learner(rule, feedback, (4, 3)).init_network(jax.random.key(0)).feedback
         assert all(matrix is None for matrix in unused), feedback
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from neuroevo.rules.base import Rule
+from neuroevo.rules.hebbian import ABCDRule, ABCDRuleConfig
 from neuroevo.rules.mlp import MLPRule, MLPRuleConfig
 
-RULE_CONFIGS: dict[str, type] = {"mlp": MLPRuleConfig}
-_RULE_CLASSES: dict[type, type] = {MLPRuleConfig: MLPRule}
+RULE_CONFIGS: dict[str, type] = {"mlp": MLPRuleConfig, "abcd": ABCDRuleConfig}
+_RULE_CLASSES: dict[type, type] = {MLPRuleConfig: MLPRule, ABCDRuleConfig: ABCDRule}
 
 
 def rule_name(config: Any) -> str:
@@ -24,4 +25,4 @@ def build_rule(config: Any) -> Rule:
     return _RULE_CLASSES[type(config)].from_config(config)
 
 
-__all__ = ["MLPRule", "MLPRuleConfig", "RULE_CONFIGS", "Rule", "build_rule", "rule_name"]
+__all__ = ["ABCDRule", "ABCDRuleConfig", "MLPRule", "MLPRuleConfig", "RULE_CONFIGS", "Rule", "build_rule", "rule_name"]
