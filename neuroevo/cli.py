@@ -15,6 +15,10 @@ from pathlib import Path
 from neuroevo.errors import NeuroevoError
 
 DEFAULT_CONFIG = "digits"
+_OUT_OF_MEMORY = (
+    "out of memory; lower evolution.population, evolution.lifetimes_per_member, evolution.eval_lifetimes, "
+    "evaluation.lifetimes, evaluation.sweep_lifetimes, network.hidden or rule.hidden"
+)
 
 
 def bundled_configs() -> dict[str, Path]:
@@ -119,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     except NeuroevoError as error:
         print(f"neuroevo: error: {error}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"neuroevo: error: {_OUT_OF_MEMORY}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        # XLA reports an allocation it cannot make as a JaxRuntimeError, whose class is private.
+        if "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error):
+            print(f"neuroevo: error: {_OUT_OF_MEMORY} ({str(error).splitlines()[0][:200]})", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("neuroevo: interrupted", file=sys.stderr)
         return 130

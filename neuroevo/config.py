@@ -22,6 +22,7 @@ import yaml
 from neuroevo.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
+_INT_LIMIT = 2**31  # sizes, counts and seeds must fit in int32, as JAX stores them
 OUTPUT_ACTIVATIONS = ("softmax", "tanh", "identity")
 
 
@@ -168,8 +169,16 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
+        if not -_INT_LIMIT < value < _INT_LIMIT:
+            raise ConfigError(f"{key}={value} is out of range; use an integer between {-_INT_LIMIT + 1} and {_INT_LIMIT - 1}")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            # PyYAML reads exponents without a dot or sign (1e-3, 1.0e30) as strings.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}={value!r} has the wrong type; expected a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
         if not math.isfinite(value):
@@ -249,6 +258,10 @@ class _ConfigWithoutPlugins:
     evolution: EvolutionConfig = EvolutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
+    def validate(self) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} is negative; use an integer >= 0")
+
 
 def _assemble(data: dict, task: Any, rule: Any) -> Config:
     rest = build_section(_ConfigWithoutPlugins, data, "")
@@ -303,12 +316,28 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a key repeated in one mapping instead of keeping the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one section", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
     """Read a YAML mapping with ``yaml.safe_load``; a missing or malformed file raises ConfigError."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; pass a YAML file or a bundled config name such as 'digits'")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:
+        where = f" at line {error.problem_mark.line + 1}" if error.problem_mark else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {error.problem or error.context}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
     if data is None:

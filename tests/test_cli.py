@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from neuroevo import cli
 from neuroevo.cli import load_config, main
 from neuroevo.config import config_from_dict
 from neuroevo.io import read_rule_file
@@ -263,3 +264,23 @@ def test_run_files_share_permissions(tiny_run):
     modes = {name: oct((run_dir / name).stat().st_mode & 0o777) for name in RUN_FILES}
 
     assert modes == {name: oct(reference_mode) for name in RUN_FILES}
+
+
+def test_out_of_memory_is_a_clear_error(monkeypatch, capsys):
+    def exhausted(args):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 2674689604272 bytes.")
+
+    monkeypatch.setattr(cli, "command_evolve", exhausted)
+    assert cli.main(["evolve"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("neuroevo: error: out of memory; lower evolution.population")
+    assert "Traceback" not in error
+
+
+def test_unexpected_error_still_raises(monkeypatch):
+    def broken(args):
+        raise RuntimeError("a bug, not a user mistake")
+
+    monkeypatch.setattr(cli, "command_evolve", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["evolve"])

@@ -335,3 +335,28 @@ def test_empty_class_list_rejected(key):
 def test_non_finite_value_rejected(section, key, value):
     with pytest.raises(ConfigError, match=f"{section}.{key}"):
         config_from_dict({section: {key: value}})
+
+
+def test_repeated_yaml_key_rejected(tmp_path):
+    path = tmp_path / "repeated.yaml"
+    path.write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(ConfigError, match="'seed' appears twice") as raised:
+        read_yaml(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_exponent_string_read_as_float():
+    # PyYAML reads 1e-3 (no dot) as the string "1e-3".
+    config = config_from_dict({"evolution": {"learning_rate": "1e-3"}})
+    assert config.evolution.learning_rate == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("value", [2**31, -(2**31), 10**23])
+def test_integer_out_of_int32_range_rejected(value):
+    with pytest.raises(ConfigError, match="out of range"):
+        config_from_dict({"evolution": {"population": value}})
+
+
+def test_negative_seed_rejected():
+    with pytest.raises(ConfigError, match="seed=-1 is negative"):
+        config_from_dict({"seed": -1})
