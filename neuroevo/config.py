@@ -22,6 +22,7 @@ import yaml
 from neuroevo.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
+_MAX_TICKS = 1000  # every tick runs every block once per presentation, so more is never useful here
 _INT_LIMIT = 2**31  # sizes, counts and seeds must fit in int32, as JAX stores them
 OUTPUT_ACTIVATIONS = ("softmax", "tanh", "identity")
 
@@ -45,6 +46,8 @@ class NetworkConfig:
         _check_choice("network.output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
         if self.ticks < 0:
             raise ConfigError(f"network.ticks={self.ticks} is negative; use 0 (one tick per layer) or a positive count")
+        if self.ticks > _MAX_TICKS:
+            raise ConfigError(f"network.ticks={self.ticks} is more than {_MAX_TICKS}; use 0 (one tick per layer) or a count up to {_MAX_TICKS}")
         if 0 < self.ticks < len(self.hidden) + 1:
             raise ConfigError(
                 f"network.ticks={self.ticks} is fewer than the {len(self.hidden) + 1} weight layers, so the input "

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neuroevo.errors import ConfigError
+from neuroevo.errors import ConfigError, NeuroevoError
 
 
 class ClassPools(NamedTuple):
@@ -132,18 +132,27 @@ def scale_features(features: np.ndarray, scaling: str) -> np.ndarray:
     copy. A constant column becomes 0 under both ``minmax`` and ``standard``.
     """
     features = np.asarray(features, dtype=np.float64)
-    if scaling == "none":
-        return features.astype(np.float32)
-    if scaling == "minmax":
-        offset = features.min(axis=0)
-        spread = features.max(axis=0) - offset
-    elif scaling == "standard":
-        offset = features.mean(axis=0)
-        spread = features.std(axis=0)
-    else:
-        raise ValueError(f"unknown scaling {scaling!r}; use one of {SCALINGS}")
-    spread = np.where(spread > 0, spread, 1.0)
-    return ((features - offset) / spread).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if scaling == "none":
+            scaled = features.astype(np.float32)
+        elif scaling in ("minmax", "standard"):
+            if scaling == "minmax":
+                offset = features.min(axis=0)
+                spread = features.max(axis=0) - offset
+            else:
+                offset = features.mean(axis=0)
+                spread = features.std(axis=0)
+            spread = np.where(spread > 0, spread, 1.0)
+            scaled = ((features - offset) / spread).astype(np.float32)
+        else:
+            raise ValueError(f"unknown scaling {scaling!r}; use one of {SCALINGS}")
+    if not np.all(np.isfinite(scaled)):
+        column = int(np.argwhere(~np.isfinite(scaled))[0][1])
+        raise NeuroevoError(
+            f"feature column {column} has values too large to scale with scaling={scaling!r} in float32; "
+            "divide that column by a constant so its values stay well below 1e38"
+        )
+    return scaled
 
 
 def divide_examples(labels: np.ndarray, classes: tuple[int, ...], split_seed: int) -> tuple[np.ndarray, np.ndarray]:

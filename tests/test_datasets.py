@@ -527,3 +527,9 @@ def test_cli_rejects_csv_with_nan(tmp_path, capsys):
     assert "neuroevo: error:" in captured.err
     assert "line 2, column 'x1' is NaN" in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_values_too_large_to_scale_rejected():
+    features = np.array([[1e308, 0.0], [-1e308, 1.0], [0.0, 2.0]])
+    with pytest.raises(NeuroevoError, match="feature column 0 has values too large"):
+        scale_features(features, "minmax")
