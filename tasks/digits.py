@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from neuroevo.errors import ConfigError
-from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, build_pools, check_split_sizes
+from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, build_pools, check_split_sizes, validate_fewshot_sizes
 
 SPLITS = ("train", "test")
 
@@ -31,11 +31,7 @@ class DigitsConfig:
     split_seed: int = 0  # seed of the fixed support/query division
 
     def validate(self) -> None:
-        for name in ("n_way", "k_shot", "n_query"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"task.{name}={getattr(self, name)} must be at least 1")
-        if self.n_way < 2:
-            raise ConfigError(f"task.n_way={self.n_way} must be at least 2 for a classification task")
+        validate_fewshot_sizes(self)
         for name in ("train_classes", "test_classes"):
             classes = getattr(self, name)
             if len(classes) < 2:
@@ -48,8 +44,6 @@ class DigitsConfig:
         overlap = sorted(set(self.train_classes) & set(self.test_classes))
         if overlap:
             raise ConfigError(f"task.train_classes and task.test_classes share {overlap}; meta-test classes must be held out")
-        if not 0.0 < self.query_fraction < 1.0:
-            raise ConfigError(f"task.query_fraction={self.query_fraction} must be between 0 and 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ from neuroevo.tasks.fewshot import (
     check_split_sizes,
     divide_examples,
     scale_features,
+    validate_fewshot_sizes,
 )
 
 SPLITS = ("train", "test")
@@ -61,13 +62,7 @@ class TableOptions:
     scaling: Literal["minmax", "standard", "none"] = "minmax"  # minmax maps each feature to [0, 1]
 
     def validate(self) -> None:
-        for name in ("n_way", "k_shot", "n_query"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"task.{name}={getattr(self, name)} must be at least 1")
-        if self.n_way < 2:
-            raise ConfigError(f"task.n_way={self.n_way} must be at least 2 for a classification task")
-        if not 0.0 < self.query_fraction < 1.0:
-            raise ConfigError(f"task.query_fraction={self.query_fraction} must be between 0 and 1")
+        validate_fewshot_sizes(self)
         if self.split_by == "examples":
             self._validate_no_class_lists()
         else:
