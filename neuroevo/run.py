@@ -39,6 +39,7 @@ from neuroevo.tasks import task_name
 
 HELDOUT_METHODS = ("evolved", "no_plasticity", "random_rule", "sgd_one_pass", "sgd_multi_pass")
 Log = Callable[[str], None]
+_MAX_ALL_INVALID_GENERATIONS = 5  # a run stops when every member fails this many generations in a row
 
 
 @dataclasses.dataclass
@@ -175,6 +176,7 @@ def _run(
     started = time.perf_counter()
     earlier_seconds = records[-1]["wall_time"] if records else 0.0
     report_every = max(1, settings.generations // 20)
+    all_invalid_streak = 0
     with open(out_dir / "metrics.jsonl", "a") as metrics_file:
         for generation in range(first, settings.generations + 1):
             state, metrics = evolution.generation(state, experiment.train_pools)
@@ -199,6 +201,14 @@ def _run(
             records.append(record)
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
+
+            all_invalid_streak = all_invalid_streak + 1 if record["nan_count"] == settings.population else 0
+            if all_invalid_streak == _MAX_ALL_INVALID_GENERATIONS:
+                raise NeuroevoError(
+                    f"every member's fitness was NaN or infinite for {all_invalid_streak} generations in a row "
+                    f"(up to generation {generation}), so {settings.strategy} gets no signal; lower evolution.std "
+                    "or rule.output_scale, or choose another evolution.strategy such as Open_ES"
+                )
 
             if generation % settings.checkpoint_every == 0 or last:
                 save_checkpoint(out_dir, state, best.params, {"generation": generation, "best": best.info()})

@@ -284,3 +284,17 @@ def test_unexpected_error_still_raises(monkeypatch):
     monkeypatch.setattr(cli, "command_evolve", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["evolve"])
+
+
+def test_all_invalid_generations_stop_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["evolve", "--out", str(out), "--set", "evolution.population=4", "--set", "evolution.lifetimes_per_member=1"]
+    arguments += ["--set", "evolution.generations=20", "--set", "task.k_shot=2", "--set", "task.n_query=2"]
+    # A rule whose output scale overflows float32 makes every member diverge once the zero
+    # output layer is perturbed.
+    arguments += ["--set", "rule.output_scale=1.0e+38", "--set", "evolution.std=1.0"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "for 5 generations in a row" in error
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["generation"] for line in lines] == [1, 2, 3, 4, 5]
