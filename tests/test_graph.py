@@ -209,3 +209,25 @@ def test_init_weights_depend_on_key():
 
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.allclose(first[0], other[0])
+
+
+def test_sweep_equals_synchronous_ticks():
+    topology = graph.layered_topology(7, (6, 5, 4), 3, hidden_activation="tanh", output_activation="softmax")
+    assert topology.is_feedforward
+    weights = graph.init_weights(jax.random.key(0), topology, graph.init_masks(topology), "normal", 1.0)
+    x = jax.random.uniform(jax.random.key(1), (7,))
+
+    swept_states, swept_activations = graph.propagate(topology, weights, x)
+
+    rest = [jnp.zeros((size,), jnp.float32) for size in topology.group_sizes]
+    activations = tuple(graph.clamp(topology, rest, x))
+    for _ in range(topology.ticks):
+        states, activations = graph.tick(topology, weights, activations)
+    for group in topology.update_order:
+        np.testing.assert_allclose(swept_states[group], states[group], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(swept_activations[group], activations[group], rtol=1e-6, atol=1e-6)
+
+
+def test_too_few_ticks_is_not_feedforward_sweep():
+    topology = graph.layered_topology(4, (3,), 2, ticks=1)
+    assert not topology.is_feedforward
