@@ -77,6 +77,8 @@ def load_rule(path: str | Path) -> LoadedRule:
     if loaded_shapes != template_shapes:
         raise NeuroevoError(f"{str(path)!r}: the stored parameters do not match the {metadata['rule'].get('name')} rule described in its metadata; the file is damaged")
     params = jax.tree.map(lambda value: jnp.asarray(value, jnp.float32), params)
+    if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(params)):
+        raise NeuroevoError(f"{str(path)!r} contains NaN or infinite rule parameters; export the rule again from a run that finished")
     return LoadedRule(rule, params, metadata)
 
 

@@ -22,6 +22,8 @@ from neuroevo.export import LoadedRule, find_rule_file, load_rule
 from neuroevo.features import FEATURES, dense
 from neuroevo.lifetime import Learner, split_lifetime_key
 
+_PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
 
 def sample_features(learner: Learner, task, pools, params, key: jax.Array, n_lifetimes: int = 8) -> np.ndarray:
     """Dense features of every edge at every step of ``n_lifetimes`` lifetimes: (rows, F)."""
@@ -59,10 +61,15 @@ def response_grid(rule: LoadedRule, samples: np.ndarray, x_name: str, y_name: st
 
 def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out: str | Path | None, log: Callable[[str], None] = print) -> Path:
     """Print what the rule reads and write its response plot; returns the plot's path."""
+    out = Path(out) if out else None
+    if out is not None and out.suffix.lower().lstrip(".") not in _PLOT_FORMATS:
+        raise NeuroevoError(f"--out {str(out)!r} has an unsupported image extension; use one of .{', .'.join(_PLOT_FORMATS)}")
     rule_path = find_rule_file(rule_or_run)
     loaded = load_rule(rule_path)
     names = loaded.feature_names
     metadata = loaded.metadata
+    if not isinstance(metadata.get("source_config"), dict):
+        raise NeuroevoError(f"{str(rule_path)!r} carries no source config, which inspect needs to find typical feature values; export the rule from its run again")
 
     log(f"rule file {rule_path}: {metadata['rule'].get('name')} rule, format version {metadata.get('format_version')}, neuroevo {metadata.get('neuroevo_version')}")
     log("options: " + ", ".join(f"{key}={value}" for key, value in metadata["rule"].items() if key != "name"))
@@ -84,6 +91,9 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
 
     experiment = build_experiment(config_from_dict({**metadata["source_config"], "rule": metadata["rule"]}))
     samples = sample_features(experiment.learner, experiment.task, experiment.train_pools, loaded.params, experiment.key(99))
+    samples = samples[np.all(np.isfinite(samples), axis=1)]
+    if len(samples) == 0:
+        raise NeuroevoError("every lifetime of the rule's source task diverged (NaN features), so the rule has no typical feature values to plot")
     log("typical values (median over edges and steps of 8 meta-train lifetimes): " + ", ".join(f"{name}={value:.3g}" for name, value in zip(names, np.median(samples, axis=0))))
     x_values, y_values, dw = response_grid(loaded, samples, x_name, y_name)
 
@@ -101,7 +111,7 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
     axis.set_ylabel(y_name)
     axis.set_title(f"rule response; {', '.join(others) or 'no other features'} at median", fontsize=9)
     figure.tight_layout()
-    out = Path(out) if out else Path(f"{rule_path.stem}.{x_name}-{y_name}.png")
+    out = out or Path(f"{rule_path.stem}.{x_name}-{y_name}.png")
     try:
         figure.savefig(out, dpi=120)
     except OSError as error:

@@ -165,3 +165,29 @@ def test_inspect_writes_plot(exported, tmp_path, capsys):
 def test_inspect_rejects_unknown_feature(exported, capsys):
     assert main(["inspect", str(exported), "--x", "reward"]) == 2
     assert "'reward' is not a feature of this rule" in capsys.readouterr().err
+
+
+def test_load_rule_rejects_nan_parameters(exported, tmp_path):
+    params, metadata = read_rule_file(exported)
+    metadata = {key: value for key, value in metadata.items() if key not in ("format", "format_version")}
+    params["params"]["Dense_0"]["bias"][0] = np.nan
+    broken = tmp_path / "nan.safetensors"
+    save_rule(broken, params, metadata)
+    with pytest.raises(NeuroevoError, match="NaN or infinite rule parameters"):
+        neuroevo.load_rule(broken)
+
+
+def test_inspect_rejects_rule_without_source_config(exported, tmp_path, capsys):
+    params, metadata = read_rule_file(exported)
+    metadata = {key: value for key, value in metadata.items() if key not in ("format", "format_version", "source_config")}
+    bare = tmp_path / "bare.safetensors"
+    save_rule(bare, params, metadata)
+    assert main(["inspect", str(bare), "--out", str(tmp_path / "bare.png")]) == 2
+    error = capsys.readouterr().err
+    assert "carries no source config" in error
+    assert "Traceback" not in error
+
+
+def test_inspect_rejects_unsupported_plot_extension(exported, tmp_path, capsys):
+    assert main(["inspect", str(exported), "--out", str(tmp_path / "response.txt")]) == 2
+    assert "unsupported image extension" in capsys.readouterr().err
