@@ -85,7 +85,7 @@ def load_checkpoint(run_dir: Path, state_template: Any, params_template: Any) ->
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         info = json.loads(arrays.pop("info").tobytes().decode("utf-8"))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as error:
         raise NeuroevoError(f"checkpoint {str(path)!r} is corrupt ({error}); the run cannot resume from it") from None
     if info.get("checkpoint_version", 0) > CHECKPOINT_VERSION:
         raise NeuroevoError(f"checkpoint {str(path)!r} was written by a newer neuroevo (version {info['checkpoint_version']}); upgrade neuroevo")

@@ -48,6 +48,9 @@ def evaluate_rule(
     if not isinstance(source, dict):
         raise NeuroevoError(f"{str(rule_path)!r} carries no source config; it was not written by neuroevo evolve or export")
 
+    for override in overrides or []:
+        if override.strip().startswith("rule.") or override.strip().startswith("rule="):
+            raise NeuroevoError(f"--set {override!r}: the rule is fixed by the rule file and cannot be overridden; drop this --set")
     data = dict(source)
     data["rule"] = loaded.metadata["rule"]
     if task is not None and task != source.get("task", {}).get("name"):

@@ -124,6 +124,9 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     checkpoint = load_checkpoint(run_dir, state, best.params)
     generation = 0
     if checkpoint is not None:
+        stored_config = checkpoint.info.get("config")
+        if stored_config is not None and stored_config != config_to_dict(config):
+            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} was written by a run with a different config than {run_dir / 'config.yaml'}; restore the matching checkpoint or start a new run")
         state = checkpoint.state
         generation = int(checkpoint.info["generation"])
         best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
@@ -211,7 +214,7 @@ def _run(
                 )
 
             if generation % settings.checkpoint_every == 0 or last:
-                save_checkpoint(out_dir, state, best.params, {"generation": generation, "best": best.info()})
+                save_checkpoint(out_dir, state, best.params, {"generation": generation, "best": best.info(), "config": config_to_dict(config)})
 
             if generation % report_every == 0 or "train_eval" in record or generation == first:
                 done = generation - first + 1

@@ -103,3 +103,25 @@ def test_resume_rejects_a_corrupt_checkpoint(tmp_path, capsys):
 def test_resume_with_set_is_rejected(tmp_path, capsys):
     assert main(["evolve", "--resume", str(tmp_path), "--set", "seed=1"]) == 2
     assert "drop CONFIG, --set and --out" in capsys.readouterr().err
+
+
+def test_resume_rejects_an_empty_checkpoint(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(TINY))
+    (run_dir / CHECKPOINT_NAME).write_bytes(b"")
+    assert main(["evolve", "--resume", str(run_dir)]) == 2
+    assert "is corrupt" in capsys.readouterr().err
+
+
+def test_resume_rejects_a_checkpoint_of_another_config(tmp_path, capsys):
+    short = {**TINY, "evolution": {**TINY["evolution"], "generations": 2, "checkpoint_every": 1}}
+    config_path = tmp_path / "short.yaml"
+    config_path.write_text(yaml.safe_dump(short))
+    run_dir = tmp_path / "run"
+    assert main(["evolve", str(config_path), "--out", str(run_dir)]) == 0
+    other = {**short, "seed": 5}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
+    capsys.readouterr()
+    assert main(["evolve", "--resume", str(run_dir)]) == 2
+    assert "different config" in capsys.readouterr().err

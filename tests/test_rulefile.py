@@ -191,3 +191,8 @@ def test_inspect_rejects_rule_without_source_config(exported, tmp_path, capsys):
 def test_inspect_rejects_unsupported_plot_extension(exported, tmp_path, capsys):
     assert main(["inspect", str(exported), "--out", str(tmp_path / "response.txt")]) == 2
     assert "unsupported image extension" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_rule_overrides(exported, tmp_path, capsys):
+    assert main(["evaluate", str(exported), "--set", "rule.output_scale=1.0", "--out", str(tmp_path / "e")]) == 2
+    assert "the rule is fixed by the rule file" in capsys.readouterr().err
