@@ -2,7 +2,7 @@
 
 Each baseline network has the learner's topology and starts from the very weights that
 the plastic network of the same lifetime key starts from (:meth:`Learner.init_network`),
-and sees the same examples in the same order. One pass is the online setting the rules
+and is trained on the same examples in the same order. One pass is the online setting the rules
 face (batch size 1, each example once); multi-pass repeats the support set for several
 epochs in fresh random orders, a stronger reference. Learning rates are chosen by a sweep
 on meta-train lifetimes only, and then applied to meta-test lifetimes.

@@ -3,7 +3,7 @@
 A checkpoint stores the leaves of the evolution state (strategy state, PRNG key, generation
 counter) and of the best rule so far as numbered arrays, plus a JSON document with the
 generation and the best rule's scores. Restoring needs a template state of the same
-structure, which the run rebuilds from its ``config.yaml``; a leaf count, shape or dtype
+structure, which the run rebuilds from its ``config.yaml``. A leaf count, shape or dtype
 that differs from the template means the checkpoint belongs to another config and raises
 :class:`NeuroevoError`.
 """

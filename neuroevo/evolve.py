@@ -2,7 +2,7 @@
 
 One generation is one jitted call: ask the strategy for a population of rule parameters,
 live ``lifetimes_per_member`` lifetimes per member (members and lifetimes are both
-``vmap``ped, and every member sees the same task instances and initial weights, which
+``vmap``ped, and every member is scored on the same task instances and initial weights, which
 makes their fitness comparable), then tell the strategy. evosax minimises, so the
 fitness (maximised here) is negated at that boundary. NaN or infinite fitness is replaced
 by the worst finite fitness of the generation and counted.

@@ -84,7 +84,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, environment):
     assert (killed / "summary.json").is_file()
 
 
-def test_resume_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
+def test_resume_rejects_non_run_directory(tmp_path, capsys):
     assert main(["evolve", "--resume", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
 

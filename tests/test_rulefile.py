@@ -112,7 +112,7 @@ def test_missing_rule_file(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_export_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+def test_export_rejects_non_run_directory(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "is not a run directory" in error

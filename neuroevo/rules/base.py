@@ -10,7 +10,7 @@ functions, in the style of an optax transform:
   block, shape (n_dst, n_src), from its factored :class:`~neuroevo.features.EdgeFeatures`.
 
 The same params serve every block and every graph size, because the rule is shared by all
-edges; that is what makes a rule portable between tasks.
+edges. That is what makes a rule portable between tasks.
 """
 
 from __future__ import annotations
