@@ -2,10 +2,16 @@
 
 Every feature of edge ``(j -> i)`` is either a property of the postsynaptic neuron ``i``
 (kind ``"post"``), of the presynaptic neuron ``j`` (kind ``"pre"``), or of the edge itself
-(kind ``"edge"``). Features are therefore delivered factored, per block of edges:
-``post`` (n_dst, F_post), ``pre`` (n_src, F_pre) and ``edge`` (n_dst, n_src, F_edge). A rule
-may combine them without ever building the dense (n_dst, n_src, F) tensor; ``dense()``
-builds it for reference implementations and tests.
+(kind ``"edge"``). Features are therefore delivered factored, per block of edges, as three
+arrays that broadcast against each other to the block's edge shape:
+
+- dense block (n_dst, n_src): ``post`` (n_dst, 1, F_post), ``pre`` (1, n_src, F_pre),
+  ``edge`` (n_dst, n_src, F_edge);
+- edge list of E edges: ``post`` (E, F_post), ``pre`` (E, F_pre), ``edge`` (E, F_edge).
+
+A rule written with broadcasting (``features.post @ K_post + features.pre @ K_pre``) thus
+runs on both layouts, and on a dense block it never builds the (n_dst, n_src, F) tensor.
+``dense()`` builds that tensor for reference implementations and tests.
 """
 
 from __future__ import annotations
@@ -66,11 +72,25 @@ _CONTEXT_FIELD = {
 
 
 class EdgeFeatures(NamedTuple):
-    """Factored features of one block of edges, columns in the order of the rule's feature names."""
+    """Factored features of one block of edges; within each kind, columns follow the rule's feature names.
 
-    post: jax.Array  # (n_dst, F_post)
-    pre: jax.Array  # (n_src, F_pre)
-    edge: jax.Array  # (n_dst, n_src, F_edge)
+    The leading axes broadcast to the edge shape (see the module docstring); ``edge`` always
+    has the full edge shape, even with no edge feature (F_edge = 0).
+    """
+
+    post: jax.Array  # (n_dst, 1, F_post) or (E, F_post)
+    pre: jax.Array  # (1, n_src, F_pre) or (E, F_pre)
+    edge: jax.Array  # (n_dst, n_src, F_edge) or (E, F_edge)
+
+    @property
+    def edge_shape(self) -> tuple[int, ...]:
+        """Shape of the block's weight array: (n_dst, n_src) or (E,)."""
+        return self.edge.shape[:-1]
+
+    @classmethod
+    def for_block(cls, post: jax.Array, pre: jax.Array, edge: jax.Array) -> EdgeFeatures:
+        """Dense-block features from per-neuron columns post (n_dst, F_post), pre (n_src, F_pre) and edge (n_dst, n_src, F_edge)."""
+        return cls(post=post[:, None, :], pre=pre[None, :, :], edge=edge)
 
 
 def split_by_kind(names: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -141,7 +161,7 @@ def block_features(
 
     edge_columns = [weight for _ in kinds["edge"]]
     edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((n_dst, n_src, 0))
-    return EdgeFeatures(
+    return EdgeFeatures.for_block(
         post=stack(post_context, kinds["post"], n_dst),
         pre=stack(pre_context, kinds["pre"], n_src),
         edge=edge,
@@ -149,14 +169,11 @@ def block_features(
 
 
 def dense(names: tuple[str, ...], features: EdgeFeatures) -> jax.Array:
-    """Materialise the (n_dst, n_src, F) feature tensor, columns in the order of ``names``."""
+    """Materialise the (*edge_shape, F) feature tensor, columns in the order of ``names``."""
     kinds = split_by_kind(names)
-    n_dst, n_src = features.edge.shape[:2]
+    shape = features.edge_shape
     columns = [None] * len(names)
-    for position, index in enumerate(kinds["post"]):
-        columns[index] = jnp.broadcast_to(features.post[:, None, position], (n_dst, n_src))
-    for position, index in enumerate(kinds["pre"]):
-        columns[index] = jnp.broadcast_to(features.pre[None, :, position], (n_dst, n_src))
-    for position, index in enumerate(kinds["edge"]):
-        columns[index] = features.edge[:, :, position]
+    for kind, array in (("post", features.post), ("pre", features.pre), ("edge", features.edge)):
+        for position, index in enumerate(kinds[kind]):
+            columns[index] = jnp.broadcast_to(array[..., position], shape)
     return jnp.stack(columns, axis=-1)

@@ -219,9 +219,7 @@ class DeltaRule:
         return ()
 
     def apply(self, params, features, state):
-        error = features.post[:, 0]
-        pre = features.pre[:, 0]
-        return params["eta"] * error[:, None] * pre[None, :], state
+        return params["eta"] * features.post[..., 0] * features.pre[..., 0], state
 
 
 TRACE_COUNTS = {"SwitchRule": 0}
@@ -247,7 +245,5 @@ class SwitchRule:
 
     def apply(self, params, features, state):
         TRACE_COUNTS["SwitchRule"] += 1
-        error = features.post[:, 0]
-        pre = features.pre[:, 0]
-        dw = self.eta * jnp.exp(params["gain"]) * error[:, None] * pre[None, :]
+        dw = self.eta * jnp.exp(params["gain"]) * features.post[..., 0] * features.pre[..., 0]
         return jnp.where(params["switch"] > 0, jnp.nan, dw), state

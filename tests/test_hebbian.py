@@ -24,7 +24,7 @@ def block(modulated: bool, seed: int = 0) -> tuple[feature_lib.EdgeFeatures, dic
     rng = np.random.default_rng(seed)
     pre, post, error = rng.normal(size=N_SRC), rng.normal(size=N_DST), rng.normal(size=N_DST)
     post_columns = [post, error] if modulated else [post]
-    features = feature_lib.EdgeFeatures(
+    features = feature_lib.EdgeFeatures.for_block(
         post=jnp.asarray(np.stack(post_columns, axis=-1), jnp.float32),
         pre=jnp.asarray(pre[:, None], jnp.float32),
         edge=jnp.zeros((N_DST, N_SRC, 0), jnp.float32),

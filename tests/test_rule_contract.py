@@ -48,7 +48,7 @@ def random_features(names: tuple[str, ...], seed: int) -> feature_lib.EdgeFeatur
             return jnp.zeros((*sizes[kind], 0), jnp.float32)
         return jnp.asarray(np.stack(columns[kind], axis=-1))
 
-    return feature_lib.EdgeFeatures(post=stack("post"), pre=stack("pre"), edge=stack("edge"))
+    return feature_lib.EdgeFeatures.for_block(post=stack("post"), pre=stack("pre"), edge=stack("edge"))
 
 
 def test_every_family_covered():

@@ -37,7 +37,7 @@ def random_features(names: tuple[str, ...], seed: int = 0) -> tuple[feature_lib.
 
     edge_columns = [values[name] for name in names if reference.FEATURE_KINDS[name] == "edge"]
     edge = np.stack(edge_columns, axis=-1) if edge_columns else np.zeros((N_DST, N_SRC, 0), np.float32)
-    factored = feature_lib.EdgeFeatures(post=jnp.asarray(stack("post", N_DST)), pre=jnp.asarray(stack("pre", N_SRC)), edge=jnp.asarray(edge))
+    factored = feature_lib.EdgeFeatures.for_block(post=jnp.asarray(stack("post", N_DST)), pre=jnp.asarray(stack("pre", N_SRC)), edge=jnp.asarray(edge))
 
     def broadcast(name: str) -> np.ndarray:
         kind = reference.FEATURE_KINDS[name]

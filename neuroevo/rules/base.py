@@ -4,10 +4,12 @@ A rule is a static, hashable object (its architecture and feature names) with pu
 functions, in the style of an optax transform:
 
 - ``init(key) -> params``: a float32 pytree, the part that evolution changes;
-- ``init_state(shape) -> state``: per-edge rule state for one block of edges (``()`` for
-  stateless rules);
+- ``init_state(shape) -> state``: per-edge rule state for one block of edges of ``shape``,
+  (n_dst, n_src) for a dense block or (E,) for an edge list (``()`` for stateless rules);
 - ``apply(params, features, state) -> (dw, state)``: the weight change of every edge of a
-  block, shape (n_dst, n_src), from its factored :class:`~neuroevo.features.EdgeFeatures`.
+  block, of the block's edge shape, from its factored :class:`~neuroevo.features.EdgeFeatures`
+  (whose arrays broadcast to that shape; write rules with broadcasting and they run on both
+  layouts).
 
 The same params serve every block and every graph size, because the rule is shared by all
 edges. That is what makes a rule portable between tasks.
@@ -27,6 +29,6 @@ class Rule(Protocol):
 
     def init(self, key: jax.Array) -> Any: ...
 
-    def init_state(self, shape: tuple[int, int]) -> Any: ...
+    def init_state(self, shape: tuple[int, ...]) -> Any: ...
 
     def apply(self, params: Any, features: EdgeFeatures, state: Any) -> tuple[jax.Array, Any]: ...

@@ -44,11 +44,10 @@ class ClassicRule:
         return ()
 
     def apply(self, params: Any, features: EdgeFeatures, state: tuple) -> tuple[jax.Array, tuple]:
-        """dw (n_dst, n_src) of one block; post columns are (post, error), the pre column is pre."""
-        post = features.post[:, 0][:, None]  # (n_dst, 1)
-        error = features.post[:, 1][:, None]  # (n_dst, 1)
-        pre = features.pre[:, 0][None, :]  # (1, n_src)
-        weight = features.edge[:, :, 0]  # (n_dst, n_src)
+        """dw (edge shape) of one block; post columns are (post, error), the pre column is pre."""
+        post, error = features.post[..., 0], features.post[..., 1]
+        pre = features.pre[..., 0]
+        weight = features.edge[..., 0]
         if self.kind == "hebbian":
             dw = pre * post
         elif self.kind == "supervised_hebbian":
@@ -57,7 +56,7 @@ class ClassicRule:
             dw = post * (pre - post * weight)
         else:
             dw = error * pre
-        return params["eta"] * dw, state
+        return params["eta"] * jnp.broadcast_to(dw, features.edge_shape), state
 
     def apply_dense(self, params: Any, features: jax.Array) -> jax.Array:
         """Reference evaluation on dense features (..., 4) in the order pre, post, weight, error."""

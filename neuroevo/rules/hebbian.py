@@ -83,12 +83,12 @@ class ABCDRule:
         return self._combine(params, features[..., 0], features[..., 1], error)
 
     def apply(self, params: Any, features: EdgeFeatures, state: tuple) -> tuple[jax.Array, tuple]:
-        """Factored evaluation for one block; returns dw (n_dst, n_src) and the unchanged state."""
+        """Factored evaluation for one block; returns dw (edge shape) and the unchanged state."""
         kinds = split_by_kind(self.feature_names)
         post_columns = {self.feature_names[index]: column for column, index in enumerate(kinds["post"])}
-        pre = features.pre[:, 0][None, :]  # (1, n_src)
-        post = features.post[:, post_columns["post"]][:, None]  # (n_dst, 1)
-        error = features.post[:, post_columns["error"]][:, None] if self.modulated else None
+        pre = features.pre[..., 0]
+        post = features.post[..., post_columns["post"]]
+        error = features.post[..., post_columns["error"]] if self.modulated else None
         dw = self._combine(params, pre, post, error)
-        # D alone is a scalar, so broadcast to the block shape.
-        return jnp.broadcast_to(dw, features.edge.shape[:2]), state
+        # D alone is a scalar, so broadcast to the edge shape.
+        return jnp.broadcast_to(dw, features.edge_shape), state

@@ -104,16 +104,17 @@ class MLPRule:
         return self.output_scale * self.module.apply(params, features)
 
     def apply(self, params: Any, features: EdgeFeatures, state: tuple) -> tuple[jax.Array, tuple]:
-        """Factored evaluation for one block; returns dw (n_dst, n_src) and the unchanged state."""
+        """Factored evaluation for one block; returns dw (edge shape) and the unchanged state."""
         layers = params["params"]
         kinds = split_by_kind(self.feature_names)
         kernel = layers["Dense_0"]["kernel"]  # (F, width of the first layer)
 
-        row = features.post @ kernel[jnp.array(kinds["post"], int)]  # (n_dst, H)
-        column = features.pre @ kernel[jnp.array(kinds["pre"], int)]  # (n_src, H)
-        z = row[:, None, :] + column[None, :, :] + layers["Dense_0"]["bias"]
+        row = features.post @ kernel[jnp.array(kinds["post"], int)]  # (n_dst, 1, H) or (E, H)
+        column = features.pre @ kernel[jnp.array(kinds["pre"], int)]  # (1, n_src, H) or (E, H)
+        z = row + column + layers["Dense_0"]["bias"]
         if kinds["edge"]:
-            z = z + jnp.einsum("ijf,fh->ijh", features.edge, kernel[jnp.array(kinds["edge"], int)])
+            z = z + features.edge @ kernel[jnp.array(kinds["edge"], int)]
+        z = jnp.broadcast_to(z, (*features.edge_shape, z.shape[-1]))
 
         if not self.hidden:
             return self.output_scale * z[..., 0], state
