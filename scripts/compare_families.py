@@ -43,7 +43,7 @@ SHOTS = (1, 10)
 
 
 def grid() -> list[dict]:
-    """Every run of the comparison: a label, the config file and its overrides."""
+    """List every run of the comparison: a label, the config file and its overrides."""
     runs = []
     for family, config in FAMILIES.items():
         for shots in SHOTS:
@@ -91,7 +91,7 @@ def run_one(run: dict, args: argparse.Namespace) -> None:
     with log_path.open("w") as log:
         result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        print(f"  failed with exit code {result.returncode}; see {log_path}", flush=True)
+        print(f"  run {run['label']} failed with exit code {result.returncode}; read {log_path} for the error", flush=True)
 
 
 def cell(numbers: dict | None) -> str:
@@ -127,7 +127,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Grouped bars: evolved accuracy per family at 1 and 10 shots, SGD one pass as markers."""
+    """Draw grouped bars of evolved accuracy per family at 1 and 10 shots, with one-pass SGD as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
