@@ -20,7 +20,7 @@ import numpy as np
 from neuroevo import graph
 from neuroevo.errors import ConfigError, NeuroevoError
 from neuroevo.lifetime import Learner, LifetimeResult
-from neuroevo.tasks.supervised import SupervisedTask, Updater, epoch_order, lifetime_result, online_pass
+from neuroevo.tasks.supervised import SupervisedTask, Updater, train_stream
 
 
 class ClassPools(NamedTuple):
@@ -161,25 +161,13 @@ class FewShotClassification(SupervisedTask):
         return instance.train_x, jax.nn.one_hot(instance.train_y, self.n_way, dtype=jnp.float32)
 
     def train(self, updater: Updater, learner: Learner, instance: FewShotInstance, key: jax.Array, track_query: bool = False, epochs: int = 1) -> LifetimeResult:
-        """Train on the support stream from the weights drawn with ``key``, then score the query set.
-
-        ``epochs > 1`` repeats the stream in fresh random orders; the curve covers the first
-        pass, where every example is new.
-        """
+        """Train on the support stream from the weights drawn with ``key``, then score accuracy on the query set."""
         xs, targets = self.training_stream(instance)
-        n_train = xs.shape[0]
-        order = epoch_order(jax.random.fold_in(key, 1), n_train, epochs)
 
-        def query_accuracy(weights: graph.Weights) -> jax.Array:
-            return classification_scores(learner, weights, instance.query_x, instance.query_y)[0]
+        def score(weights: graph.Weights) -> tuple[jax.Array, jax.Array]:
+            return classification_scores(learner, weights, instance.query_x, instance.query_y)
 
-        carry, curve = online_pass(
-            learner, updater, updater.init(key), xs[order], targets[order], correct_prediction, query_accuracy if track_query else None
-        )
-        curve = jax.tree.map(lambda values: values[:n_train], curve)
-        weights = updater.weights(carry)
-        accuracy, loss = classification_scores(learner, weights, instance.query_x, instance.query_y)
-        return lifetime_result(learner, weights, accuracy, loss, curve)
+        return train_stream(learner, updater, key, xs, targets, correct_prediction, score, track_query, epochs)
 
 
 SCALINGS = ("minmax", "standard", "none")

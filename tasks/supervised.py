@@ -80,6 +80,33 @@ def online_pass(
     return lax.scan(scan_step, carry, (xs, targets))
 
 
+def train_stream(
+    learner: Learner,
+    updater: Updater,
+    key: jax.Array,
+    xs: jax.Array,
+    targets: jax.Array,
+    example_metric: Callable[[jax.Array, jax.Array], jax.Array],
+    score: Callable[[graph.Weights], tuple[jax.Array, jax.Array]],
+    track_query: bool,
+    epochs: int,
+) -> LifetimeResult:
+    """Train from the weights drawn with ``key`` on one stream xs (n, n_inputs), targets (n, n_out), then score.
+
+    ``score(weights)`` returns the task metric and mean loss on the query set. ``epochs > 1``
+    repeats the stream in fresh random orders (drawn from ``fold_in(key, 1)``); the curve
+    covers the first pass, where every example is new.
+    """
+    n_train = xs.shape[0]
+    order = epoch_order(jax.random.fold_in(key, 1), n_train, epochs)
+    query_metric = (lambda weights: score(weights)[0]) if track_query else None
+    carry, curve = online_pass(learner, updater, updater.init(key), xs[order], targets[order], example_metric, query_metric)
+    curve = jax.tree.map(lambda values: values[:n_train], curve)
+    weights = updater.weights(carry)
+    metric, loss = score(weights)
+    return lifetime_result(learner, weights, metric, loss, curve)
+
+
 def lifetime_result(learner: Learner, weights: graph.Weights, metric: jax.Array, loss: jax.Array, curve: StepMetrics, details: Any = ()) -> LifetimeResult:
     """Package a supervised lifetime; fitness is the metric (``accuracy``) or the negated query loss (``neg_loss``)."""
     fitness = metric if learner.fitness == "accuracy" else -loss
