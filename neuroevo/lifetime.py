@@ -1,6 +1,6 @@
 """The inner loop: one network, from fresh random weights, learns one task instance.
 
-This module holds the parts of a lifetime that every task shares. :class:`Learner` is a
+This module contains the parts of a lifetime that every task shares. :class:`Learner` is a
 static description of a plastic network with three building blocks that know nothing about
 labels: :meth:`Learner.init_network` draws the weights, :meth:`Learner.present` propagates
 one input, and :meth:`Learner.learn` lets the rule change every edge given the
@@ -39,7 +39,7 @@ class NetworkState(NamedTuple):
 
 
 class LearningSignals(NamedTuple):
-    """What a task tells the network after one presentation; the features and feedback pathway read it."""
+    """Learning signals a task computes after one presentation, read by the features and the feedback pathway."""
 
     error_out: jax.Array  # (n_out,) output error target - a; zeros where the task gives no error
     reward: jax.Array  # () reward or reward-prediction error; 0 where the task gives no reward

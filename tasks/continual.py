@@ -23,7 +23,7 @@ unused). From it, as in Chaudhry et al. 2018, "Riemannian Walk for Incremental L
 - plasticity ``mean_j R[j, j]``, the accuracy on each task right after learning it.
 
 Meta-train and meta-test divide every digit's images once (seed ``split_seed``) into two
-halves, so the splits share no image; within a split, each digit's images are divided into
+halves, so the splits share no image. Within a split, each digit's images are divided into
 support and query pools as in the few-shot tasks.
 """
 

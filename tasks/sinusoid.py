@@ -1,7 +1,7 @@
 """Few-shot online regression of sinusoids, the standard toy problem of meta-learning.
 
-Each task instance is ``y = A sin(x - phi)`` with amplitude ``A`` and phase ``phi`` drawn
-uniformly from the split's ranges and ``x`` uniform in ``x_range``, the setup of Finn,
+Each task instance is ``y = A sin(x - phi)``. Amplitude ``A`` and phase ``phi`` are drawn
+uniformly from the split's ranges and ``x`` uniformly from ``x_range``, the setup of Finn,
 Abbeel and Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
 Networks" (A in [0.1, 5], phi in [0, pi], x in [-5, 5]). A lifetime sees ``k_shot``
 samples once each, in random order, and is scored by the mean squared error on ``n_query``
@@ -72,7 +72,7 @@ class SinusoidRanges(NamedTuple):
 
 
 class SinusoidInstance(NamedTuple):
-    """One sinusoid: an online training stream and a query set; x as the network sees it."""
+    """One sinusoid: an online training stream and a query set, with x already scaled to the network input."""
 
     train_x: jax.Array  # (k_shot, 1) scaled inputs
     train_y: jax.Array  # (k_shot, 1)

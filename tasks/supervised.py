@@ -3,9 +3,9 @@
 A supervised task shows labelled examples one at a time (batch size 1). How the network
 learns from each example is an :class:`Updater`: the evolved rule (:func:`rule_updater`),
 no learning at all, or an optax optimizer (:mod:`neuroevo.baselines`). Tasks implement
-``train(updater, learner, instance, key, track_query, epochs)``; their ``lifetime`` method
-is ``train`` with the rule's updater, so rules and gradient baselines see the same
-examples in the same order from the same initial weights.
+``train(updater, learner, instance, key, track_query, epochs)``, and their ``lifetime``
+method is ``train`` with the rule's updater. Rules and gradient baselines therefore see the
+same examples in the same order from the same initial weights.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def test_task_declares_protocol(task_setup):
     assert task.metric in HIGHER_IS_BETTER
     assert set(task.signals) <= {"error", "reward"}
     assert task.output_activation in ("softmax", "tanh", "identity")
-    assert task.n_inputs >= 1 and task.n_outputs >= 1
+    assert task.n_inputs >= 1
+    assert task.n_outputs >= 1
     assert hash(task) == hash(task)
 
 
