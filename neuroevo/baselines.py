@@ -15,19 +15,45 @@ from functools import partial
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
-from jax import lax
 
 from neuroevo import graph
 from neuroevo.lifetime import Learner, LifetimeResult, split_lifetime_key
+from neuroevo.tasks.supervised import Updater
 
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
 
 
+def gradient_updater(learner: Learner, optimizer: optax.GradientTransformation) -> Updater:
+    """Online learning by ``optimizer`` on the learner's loss, one example per step; masked edges stay zero."""
+
+    def init(key: jax.Array):
+        network = learner.init_network(key)  # the initial weights a rule's lifetime draws from the same key
+        return network.weights, optimizer.init(network.weights), network.masks
+
+    def loss_fn(weights: graph.Weights, x: jax.Array, target: jax.Array) -> jax.Array:
+        states, activations = learner.present(weights, x)
+        return learner.loss(states, activations, target)
+
+    def update(carry, x, target):
+        weights, opt_state, masks = carry
+        states, activations = learner.present(weights, x)
+        grads = jax.grad(loss_fn)(weights, x, target)
+        grads = tuple(g * m for g, m in zip(grads, masks))
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        weights = optax.apply_updates(weights, updates)
+        return (weights, opt_state, masks), states, activations
+
+    return Updater(init=init, weights=lambda carry: carry[0], update=update)
+
+
 @dataclasses.dataclass(frozen=True)
 class GradientBaseline:
-    """Online training of the learner's network by an optax optimizer on the example loss."""
+    """Online training of the learner's network by an optax optimizer on the example loss.
+
+    ``task`` must be a supervised task (one with a ``train`` method, see
+    :mod:`neuroevo.tasks.supervised`).
+    """
 
     learner: Learner
     task: Any
@@ -35,40 +61,9 @@ class GradientBaseline:
     epochs: int = 1
 
     def run(self, learning_rate: jax.Array, instance: Any, key: jax.Array, track_query: bool = False) -> LifetimeResult:
-        """Train on ``instance.train_*`` from the weights drawn with ``key``; score the query set."""
-        network = self.learner.init_network(key)  # the initial weights Learner.run draws from the same key
-        key_order = jax.random.fold_in(key, 1)
-        masks = network.masks
-        optimizer = OPTIMIZERS[self.optimizer](learning_rate)
-
-        def loss_fn(weights: graph.Weights, x: jax.Array, label: jax.Array) -> jax.Array:
-            states, activations = graph.propagate(self.learner.topology, weights, x)
-            return self.learner.example_loss(states, activations, label)
-
-        def scan_step(carry, index):
-            weights, opt_state = carry
-            x, label = instance.train_x[index], instance.train_y[index]
-            _, _, metrics = self.learner.present(weights, x, label)
-            grads = jax.grad(loss_fn)(weights, x, label)
-            grads = tuple(g * m for g, m in zip(grads, masks))
-            updates, opt_state = optimizer.update(grads, opt_state, weights)
-            weights = optax.apply_updates(weights, updates)
-            if track_query:
-                accuracy, _ = self.learner.evaluate_query(weights, instance.query_x, instance.query_y)
-                metrics = metrics._replace(query_accuracy=accuracy)
-            return (weights, opt_state), metrics
-
-        n_train = instance.train_x.shape[0]
-        order = jnp.arange(n_train)
-        if self.epochs > 1:
-            later = jax.vmap(lambda k: jax.random.permutation(k, n_train))(jax.random.split(key_order, self.epochs - 1))
-            order = jnp.concatenate([order[None], later]).reshape(-1)
-
-        (weights, _), curve = lax.scan(scan_step, (network.weights, optimizer.init(network.weights)), order)
-        curve = jax.tree.map(lambda values: values[:n_train], curve)  # the first pass: samples seen once
-        accuracy, loss = self.learner.evaluate_query(weights, instance.query_x, instance.query_y)
-        fitness = accuracy if self.learner.fitness == "accuracy" else -loss
-        return LifetimeResult(fitness=fitness, query_accuracy=accuracy, query_loss=loss, curve=curve)
+        """Train on ``instance`` from the weights drawn with ``key`` and score it as the task does."""
+        updater = gradient_updater(self.learner, OPTIMIZERS[self.optimizer](learning_rate))
+        return self.task.train(updater, self.learner, instance, key, track_query=track_query, epochs=self.epochs)
 
     def lifetimes(self, learning_rate: jax.Array, pools: Any, keys: jax.Array, track_query: bool = False) -> LifetimeResult:
         """Run one lifetime per key, on the task instance and initial weights that the same key gives a rule."""
@@ -86,5 +81,5 @@ class GradientBaseline:
 
     @partial(jax.jit, static_argnames=("self",))
     def sweep(self, learning_rates: jax.Array, pools: Any, keys: jax.Array) -> jax.Array:
-        """Mean query accuracy of each learning rate over the lifetimes of ``keys``."""
-        return jax.vmap(lambda lr: self.lifetimes(lr, pools, keys).query_accuracy.mean())(learning_rates)
+        """Mean task metric of each learning rate over the lifetimes of ``keys``."""
+        return jax.vmap(lambda lr: self.lifetimes(lr, pools, keys).metric.mean())(learning_rates)

@@ -69,7 +69,7 @@ def evaluate_rule(
 
     topology = experiment.learner.topology
     log(
-        f"evaluating {rule_path} on {task_name(config.task)} ({experiment.task.n_way}-way {experiment.task.k_shot}-shot, "
+        f"evaluating {rule_path} on {task_name(config.task)} ({experiment.task.describe()}, "
         f"network {' -> '.join(str(size) for size in (topology.n_inputs, *config.network.hidden, topology.n_outputs))}, "
         f"{config.evaluation.lifetimes} meta-test lifetimes)"
     )

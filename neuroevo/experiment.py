@@ -12,12 +12,13 @@ import numpy as np
 from neuroevo import graph
 from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
+from neuroevo.errors import ConfigError
 from neuroevo.evolve import Evolution
-from neuroevo.lifetime import Learner, LifetimeResult, Lifetimes
+from neuroevo.lifetime import HIGHER_IS_BETTER, Learner, LifetimeResult, Lifetimes
 from neuroevo.rules import build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
-from neuroevo.tasks import build_task
+from neuroevo.tasks import build_task, task_name
 
 # Fixed offsets folded into the run seed, so that each purpose draws its own keys.
 _KEY_EVOLUTION, _KEY_VALIDATION, _KEY_HELDOUT, _KEY_SWEEP, _KEY_RULE_INIT, _KEY_RANDOM_RULE = range(6)
@@ -57,6 +58,7 @@ def build_experiment(config: Config) -> Experiment:
     """Instantiate task, topology, rule and learner; impossible sizes raise ConfigError."""
     task = build_task(config.task)
     network = config.network
+    check_task_fit(config, task)
     topology = graph.layered_topology(
         task.n_inputs,
         network.hidden,
@@ -77,28 +79,47 @@ def build_experiment(config: Config) -> Experiment:
     return Experiment(config, task, learner, task.data("train"), task.data("test"))
 
 
+def check_task_fit(config: Config, task: Any) -> None:
+    """Raise ConfigError when the network output or the fitness does not suit the task's metric."""
+    name = task_name(config.task)
+    if config.network.output_activation == "softmax" and task.output_activation != "softmax":
+        raise ConfigError(
+            f"network.output_activation=softmax does not fit the {name} task, whose outputs are not class "
+            f"probabilities; set network.output_activation={task.output_activation}"
+        )
+    if config.evolution.fitness == "accuracy" and task.metric != "accuracy":
+        raise ConfigError(
+            f"evolution.fitness=accuracy does not fit the {name} task, which reports {task.metric}; set evolution.fitness=neg_loss"
+        )
+
+
 @dataclasses.dataclass
 class MethodResult:
     """Held-out lifetimes of one method."""
 
-    accuracy: np.ndarray  # (lifetimes,) query accuracy after each lifetime
-    curve: np.ndarray | None  # (lifetimes, steps) query accuracy after each example of the first pass
+    values: np.ndarray  # (lifetimes,) the task metric after each lifetime
+    curve: np.ndarray | None  # (lifetimes, steps) query metric after each example of the first pass
     note: str = ""
+    extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # task-specific metrics, each (lifetimes,)
 
     def summary(self) -> dict:
-        return mean_ci95(self.accuracy)
+        return mean_ci95(self.values)
 
 
-def _method_result(result: LifetimeResult, note: str = "") -> MethodResult:
-    return MethodResult(np.asarray(result.query_accuracy), np.asarray(result.curve.query_accuracy), note)
+def _method_result(task: Any, result: LifetimeResult, note: str = "") -> MethodResult:
+    extra = task.extra_metrics(result) if hasattr(task, "extra_metrics") else {}
+    extra = {name: np.asarray(values) for name, values in extra.items()}
+    return MethodResult(np.asarray(result.metric), np.asarray(result.curve.query), note, extra)
 
 
 def _sweep_note(name: str, values: tuple[float, ...], scores: list[float], log: Callable[[str], None]) -> None:
     log(f"  {name}: meta-train sweep " + ", ".join(f"{value:g}: {score:.3f}" for value, score in zip(values, scores)))
 
 
-def _best(values: tuple[float, ...], scores: list[float]) -> float:
-    finite = [score if np.isfinite(score) else -np.inf for score in scores]
+def _best(values: tuple[float, ...], scores: list[float], higher_is_better: bool) -> float:
+    """The value with the best finite score; NaN or infinite scores (diverged lifetimes) rank last."""
+    signed = [score if higher_is_better else -score for score in scores]
+    finite = [score if np.isfinite(score) else -np.inf for score in signed]
     return values[int(np.argmax(finite))]
 
 
@@ -119,37 +140,39 @@ def compare_heldout(
     evaluation = experiment.config.evaluation
     keys = experiment.heldout_keys()
     test, train, sweep_keys = experiment.test_pools, experiment.train_pools, experiment.sweep_keys()
-    lifetimes = Lifetimes(experiment.learner, experiment.task)
+    task = experiment.task
+    higher_is_better = HIGHER_IS_BETTER[task.metric]
+    lifetimes = Lifetimes(experiment.learner, task)
 
     results = {
-        "evolved": _method_result(lifetimes.evaluate(rule_params, test, keys, track_query=True)),
-        "no_plasticity": _method_result(lifetimes.evaluate(rule_params, test, keys, plastic=False, track_query=True)),
+        "evolved": _method_result(task, lifetimes.evaluate(rule_params, test, keys, track_query=True)),
+        "no_plasticity": _method_result(task, lifetimes.evaluate(rule_params, test, keys, plastic=False, track_query=True)),
     }
     random_params = experiment.learner.rule.random_params(experiment.key(_KEY_RANDOM_RULE))
-    results["random_rule"] = _method_result(lifetimes.evaluate(random_params, test, keys, track_query=True))
+    results["random_rule"] = _method_result(task, lifetimes.evaluate(random_params, test, keys, track_query=True))
 
     gradient_methods = [("sgd_one_pass", "sgd", 1), ("sgd_multi_pass", "sgd", evaluation.multi_pass_epochs)]
     if extended:
         gradient_methods.append(("adam_one_pass", "adam", 1))
     for name, optimizer, epochs in gradient_methods:
-        baseline = GradientBaseline(experiment.learner, experiment.task, optimizer, epochs)
+        baseline = GradientBaseline(experiment.learner, task, optimizer, epochs)
         scores = [float(score) for score in baseline.sweep(jnp.asarray(evaluation.learning_rates, jnp.float32), train, sweep_keys)]
         _sweep_note(f"{name} learning rate", evaluation.learning_rates, scores, log)
-        learning_rate = _best(evaluation.learning_rates, scores)
+        learning_rate = _best(evaluation.learning_rates, scores, higher_is_better)
         result = baseline.evaluate(jnp.float32(learning_rate), test, keys, track_query=True)
         note = f"lr={learning_rate:g} from meta-train sweep" + (f", {epochs} epochs" if epochs > 1 else "")
-        results[name] = _method_result(result, note)
+        results[name] = _method_result(task, result, note)
         if epochs > 1:
             # Only the first pass has one example per step; later passes have no place on that axis.
             results[name].curve = None
 
     if extended:
         for kind in CLASSIC_RULES:
-            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=ClassicRule(kind)), experiment.task)
+            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=ClassicRule(kind)), task)
             etas = evaluation.learning_rates
             scores = [float(score) for score in classic.sweep({"eta": jnp.asarray(etas, jnp.float32)}, train, sweep_keys)]
             _sweep_note(f"{kind} eta", etas, scores, log)
-            eta = _best(etas, scores)
+            eta = _best(etas, scores, higher_is_better)
             result = classic.evaluate({"eta": jnp.float32(eta)}, test, keys, track_query=True)
-            results[kind] = _method_result(result, f"eta={eta:g} from meta-train sweep")
+            results[kind] = _method_result(task, result, f"eta={eta:g} from meta-train sweep")
     return results

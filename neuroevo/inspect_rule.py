@@ -26,21 +26,22 @@ _PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
 
 
 def sample_features(learner: Learner, task, pools, params, key: jax.Array, n_lifetimes: int = 8) -> np.ndarray:
-    """Dense features of every edge at every step of ``n_lifetimes`` lifetimes: (rows, F)."""
+    """Dense features of every edge at every step of ``n_lifetimes`` lifetimes of a supervised task: (rows, F)."""
 
     def one_lifetime(key: jax.Array) -> jax.Array:
         key_instance, key_network = split_lifetime_key(key)
-        instance = task.sample(key_instance, pools)
+        xs, targets = task.training_stream(task.sample(key_instance, pools))
 
         def scan_step(network, example):
-            x, label = example
-            states, activations, _ = learner.present(network.weights, x, label)
-            blocks = learner.edge_features(network, states, activations, label)
+            x, target = example
+            states, activations = learner.present(network.weights, x)
+            learning_signals = learner.supervised_signals(activations, target)
+            blocks = learner.edge_features(network, states, activations, learning_signals)
             rows = jnp.concatenate([dense(learner.rule.feature_names, block).reshape(-1, len(learner.rule.feature_names)) for block in blocks])
-            network, _ = learner.step(params, network, x, label)
+            network = learner.learn(params, network, states, activations, learning_signals)
             return network, rows
 
-        _, rows = lax.scan(scan_step, learner.init_network(key_network), (instance.train_x, instance.train_y))
+        _, rows = lax.scan(scan_step, learner.init_network(key_network), (xs, targets))
         return rows.reshape(-1, rows.shape[-1])
 
     rows = jax.jit(jax.vmap(one_lifetime))(jax.random.split(key, n_lifetimes))

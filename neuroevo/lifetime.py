@@ -1,9 +1,15 @@
-"""The inner loop: one network, from fresh random weights, learns one task instance online.
+"""The inner loop: one network, from fresh random weights, learns one task instance.
 
-Each step presents one example (batch size 1, each example once): propagate, compute the
-output error and the hidden errors of the feedback pathway, read every edge's features, let
-the rule produce ``dw`` and add it to the existing edges. The whole lifetime is one
-``lax.scan``; per-member and per-instance batching is done by the caller with ``vmap``.
+This module contains the parts of a lifetime that every task shares. :class:`Learner` is a
+static description of a plastic network with three building blocks that know nothing about
+labels: :meth:`Learner.init_network` draws the weights, :meth:`Learner.present` propagates
+one input, and :meth:`Learner.learn` lets the rule change every edge given the
+:class:`LearningSignals` a task computes (an output error from targets, or a reward).
+
+A task (see :mod:`neuroevo.tasks`) runs a whole lifetime as one ``lax.scan`` in its
+``lifetime(learner, params, instance, key, plastic, track_query)`` method and returns a
+:class:`LifetimeResult`, so evolution, evaluation and run summaries treat every task alike.
+:class:`Lifetimes` batches lifetimes with ``vmap`` and jits them.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from neuroevo import features as feature_lib
 from neuroevo import graph, signals
 from neuroevo.rules.base import Rule
-from neuroevo.tasks.fewshot import FewShotInstance
+
+# Whether a larger value of each task metric is better; baseline sweeps and tables use it.
+HIGHER_IS_BETTER = {"accuracy": True, "mse": False, "return": True}
 
 
 class NetworkState(NamedTuple):
@@ -31,19 +38,29 @@ class NetworkState(NamedTuple):
     rule_state: tuple  # per block, the rule's per-edge state
 
 
-class StepMetrics(NamedTuple):
-    """Online metrics of one presentation, measured before the weights change."""
+class LearningSignals(NamedTuple):
+    """Learning signals a task computes after one presentation, read by the features and the feedback pathway."""
 
-    loss: jax.Array  # () cross-entropy (softmax outputs) or squared error of the presented example
-    correct: jax.Array  # () 1.0 when the prediction before the update was right
-    query_accuracy: jax.Array  # () query accuracy after the update; NaN unless tracked
+    error_out: jax.Array  # (n_out,) output error target - a; zeros where the task gives no error
+    reward: jax.Array  # () reward or reward-prediction error; 0 where the task gives no reward
+
+
+class StepMetrics(NamedTuple):
+    """Metrics of one training step; ``loss`` and ``online`` are measured before the weights change."""
+
+    loss: jax.Array  # () loss of the presented example (cross-entropy or squared error); NaN if the task has none
+    online: jax.Array  # () task metric of the presented example: 1.0 if correct (accuracy), squared error (mse), reward (return)
+    query: jax.Array  # () task metric on the query set after the step; NaN unless tracked
 
 
 class LifetimeResult(NamedTuple):
-    fitness: jax.Array  # () what evolution maximises
-    query_accuracy: jax.Array  # () accuracy on the query set after the lifetime
-    query_loss: jax.Array  # () mean loss on the query set after the lifetime
+    """Outcome of one lifetime, the same for every task."""
+
+    fitness: jax.Array  # () what evolution maximises; NaN if the weights diverged
+    metric: jax.Array  # () the task's metric after the lifetime: accuracy, mse or return
+    loss: jax.Array  # () mean query loss after the lifetime; NaN if the task has none
     curve: StepMetrics  # each field (lifetime_length,)
+    details: Any = ()  # task-specific pytree, e.g. the continual accuracy matrix; () if none
 
 
 def split_lifetime_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -56,6 +73,20 @@ def split_lifetime_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return key_instance, key_network
 
 
+def weights_finite(weights: graph.Weights) -> jax.Array:
+    """() bool, True when no weight is NaN or infinite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in weights]))
+
+
+def guard_fitness(fitness: jax.Array, weights: graph.Weights) -> jax.Array:
+    """Return ``fitness``, or NaN when the final weights diverged.
+
+    Diverged weights make every prediction argmax(NaN) = 0, a finite but meaningless
+    accuracy; NaN makes evolution count the lifetime as failed.
+    """
+    return jnp.where(weights_finite(weights), fitness, jnp.nan)
+
+
 @dataclasses.dataclass(frozen=True)
 class Learner:
     """Static description of a plastic network: topology, rule, learning signal, initialisation."""
@@ -65,10 +96,10 @@ class Learner:
     feedback: str = "random_feedback"
     weight_init: str = "normal"
     weight_gain: float = 1.0
-    fitness: str = "accuracy"  # "accuracy" or "neg_loss"
+    fitness: str = "accuracy"  # "accuracy" or "neg_loss"; tasks read it when they score a lifetime
 
     def init_network(self, key: jax.Array) -> NetworkState:
-        """Fresh random weights and feedback matrices for one lifetime."""
+        """Draw fresh random weights and feedback matrices for one lifetime."""
         key_weights, key_feedback = jax.random.split(key)
         masks = graph.init_masks(self.topology)
         weights = graph.init_weights(key_weights, self.topology, masks, self.weight_init, self.weight_gain)
@@ -79,107 +110,61 @@ class Learner:
             rule_state=tuple(self.rule.init_state(self.topology.block_shape(b)) for b in range(len(self.topology.blocks))),
         )
 
-    # Forward pass and loss ------------------------------------------------------------------
+    # Forward pass and supervised quantities ------------------------------------------------
 
-    def output_target(self, label: jax.Array) -> jax.Array:
-        return jax.nn.one_hot(label, self.topology.n_outputs, dtype=jnp.float32)
+    def present(self, weights: graph.Weights, x: jax.Array) -> tuple[tuple, tuple]:
+        """Propagate one input (n_inputs,); returns per-group states and activations."""
+        return graph.propagate(self.topology, weights, x)
 
-    def example_loss(self, states: tuple, activations: tuple, label: jax.Array) -> jax.Array:
-        """Cross-entropy of the output states for softmax outputs, else squared error to the one-hot target."""
+    def output(self, activations: tuple) -> jax.Array:
+        """Activations of the output group (n_out,)."""
+        return activations[self.topology.output_group]
+
+    def loss(self, states: tuple, activations: tuple, target: jax.Array) -> jax.Array:
+        """Loss of one presentation against ``target`` (n_out,).
+
+        Cross-entropy of the output states for softmax outputs (``target`` a probability
+        vector, one-hot for labels), else the summed squared error of the output activations.
+        """
         out = self.topology.output_group
         if self.topology.activations[out] == "softmax":
             logits = states[out]
-            return jax.nn.logsumexp(logits) - logits[label]
-        return jnp.sum((activations[out] - self.output_target(label)) ** 2)
+            return jax.nn.logsumexp(logits) - jnp.sum(target * logits)
+        return jnp.sum((activations[out] - target) ** 2)
 
-    def evaluate_query(self, weights: graph.Weights, query_x: jax.Array, query_y: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Accuracy and mean loss on a query set, without plasticity."""
+    def supervised_signals(self, activations: tuple, target: jax.Array) -> LearningSignals:
+        """Learning signals of a labelled example: output error ``target - a``, no reward."""
+        return LearningSignals(error_out=signals.output_error(target, self.output(activations)), reward=jnp.float32(0.0))
 
-        def per_example(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-            states, activations = graph.propagate(self.topology, weights, x)
-            prediction = jnp.argmax(activations[self.topology.output_group])
-            return (prediction == y).astype(jnp.float32), self.example_loss(states, activations, y)
+    # Plasticity ------------------------------------------------------------------------------
 
-        correct, loss = jax.vmap(per_example)(query_x, query_y)
-        return correct.mean(), loss.mean()
-
-    # One plastic step ------------------------------------------------------------------------
-
-    def edge_features(self, network: NetworkState, states: tuple, activations: tuple, label: jax.Array) -> tuple[feature_lib.EdgeFeatures, ...]:
-        """Compute the rule's features for every block, after presenting an example with ``label``."""
-        out = self.topology.output_group
-        error_out = signals.output_error(self.output_target(label), activations[out])
-        errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, error_out)
+    def edge_features(self, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> tuple[feature_lib.EdgeFeatures, ...]:
+        """Compute the rule's features for every block after one presentation."""
+        errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, learning_signals.error_out)
         contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors)
         return tuple(
             feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])
             for block, (src, dst) in enumerate(self.topology.blocks)
         )
 
-    def weight_changes(self, params: Any, network: NetworkState, states: tuple, activations: tuple, label: jax.Array):
-        """Rule output ``dw`` for every block (masked) and the new rule state."""
-        changes, rule_states = [], []
-        for block, edge_features in enumerate(self.edge_features(network, states, activations, label)):
+    def learn(self, params: Any, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> NetworkState:
+        """Apply the rule to every existing edge after one presentation; returns the updated network."""
+        weights, rule_states = [], []
+        for block, edge_features in enumerate(self.edge_features(network, states, activations, learning_signals)):
             dw, rule_state = self.rule.apply(params, edge_features, network.rule_state[block])
-            changes.append(dw * network.masks[block])
+            weights.append(network.weights[block] + dw * network.masks[block])
             rule_states.append(rule_state)
-        return tuple(changes), tuple(rule_states)
+        return network._replace(weights=tuple(weights), rule_state=tuple(rule_states))
 
-    def present(self, weights: graph.Weights, x: jax.Array, label: jax.Array) -> tuple[tuple, tuple, StepMetrics]:
-        """Propagate one labelled example; returns states, activations and its online metrics."""
-        states, activations = graph.propagate(self.topology, weights, x)
-        prediction = jnp.argmax(activations[self.topology.output_group])
-        metrics = StepMetrics(
-            loss=self.example_loss(states, activations, label),
-            correct=(prediction == label).astype(jnp.float32),
-            query_accuracy=jnp.float32(jnp.nan),
-        )
-        return states, activations, metrics
+    def supervised_step(self, params: Any, network: NetworkState, x: jax.Array, target: jax.Array) -> tuple[NetworkState, tuple, tuple]:
+        """Present ``x``, compute the output error against ``target`` and learn.
 
-    def step(self, params: Any, network: NetworkState, x: jax.Array, label: jax.Array) -> tuple[NetworkState, StepMetrics]:
-        """Present one labelled example and apply the rule to every edge."""
-        states, activations, metrics = self.present(network.weights, x, label)
-        changes, rule_state = self.weight_changes(params, network, states, activations, label)
-        weights = tuple(w + dw for w, dw in zip(network.weights, changes))
-        return network._replace(weights=weights, rule_state=rule_state), metrics
-
-    # Whole lifetime -------------------------------------------------------------------------
-
-    def run(
-        self,
-        params: Any,
-        instance: FewShotInstance,
-        key: jax.Array,
-        plastic: bool = True,
-        track_query: bool = False,
-    ) -> LifetimeResult:
-        """Live one lifetime on ``instance`` from weights drawn with ``key``.
-
-        ``plastic=False`` keeps the initial weights (the no-plasticity baseline, same draws).
-        ``track_query=True`` also measures query accuracy after every step, for learning
-        curves; it costs one query-set pass per step.
+        Returns the updated network and the states and activations of the presentation,
+        which were computed with the weights before the update.
         """
-        network = self.init_network(key)
-
-        def scan_step(network: NetworkState, example: tuple[jax.Array, jax.Array]):
-            x, label = example
-            if plastic:
-                network, metrics = self.step(params, network, x, label)
-            else:
-                _, _, metrics = self.present(network.weights, x, label)
-            if track_query:
-                accuracy, _ = self.evaluate_query(network.weights, instance.query_x, instance.query_y)
-                metrics = metrics._replace(query_accuracy=accuracy)
-            return network, metrics
-
-        network, curve = lax.scan(scan_step, network, (instance.train_x, instance.train_y))
-        accuracy, loss = self.evaluate_query(network.weights, instance.query_x, instance.query_y)
-        fitness = accuracy if self.fitness == "accuracy" else -loss
-        # Diverged weights make every prediction argmax(NaN) = 0, a finite but meaningless
-        # accuracy; report NaN so that evolution counts the lifetime as failed.
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in network.weights]))
-        fitness = jnp.where(finite, fitness, jnp.nan)
-        return LifetimeResult(fitness=fitness, query_accuracy=accuracy, query_loss=loss, curve=curve)
+        states, activations = self.present(network.weights, x)
+        network = self.learn(params, network, states, activations, self.supervised_signals(activations, target))
+        return network, states, activations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,12 +175,17 @@ class Lifetimes:
     task: Any
 
     def run(self, params: Any, pools: Any, keys: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:
-        """Live one lifetime per key (keys: (n,)) with rule ``params``; results batched over n."""
+        """Live one lifetime per key (keys: (n,)) with rule ``params``; results batched over n.
+
+        ``plastic=False`` keeps the initial weights (the no-plasticity baseline, same draws).
+        ``track_query=True`` also measures the query metric after every step, for learning
+        curves.
+        """
 
         def one(key: jax.Array) -> LifetimeResult:
             key_instance, key_network = split_lifetime_key(key)
             instance = self.task.sample(key_instance, pools)
-            return self.learner.run(params, instance, key_network, plastic=plastic, track_query=track_query)
+            return self.task.lifetime(self.learner, params, instance, key_network, plastic=plastic, track_query=track_query)
 
         return jax.vmap(one)(keys)
 
@@ -206,5 +196,5 @@ class Lifetimes:
 
     @partial(jax.jit, static_argnames=("self",))
     def sweep(self, stacked_params: Any, pools: Any, keys: jax.Array) -> jax.Array:
-        """Mean query accuracy of each parameter set (leading axis of ``stacked_params``) on the same lifetimes."""
-        return jax.vmap(lambda params: self.run(params, pools, keys).query_accuracy.mean())(stacked_params)
+        """Mean task metric of each parameter set (leading axis of ``stacked_params``) on the same lifetimes."""
+        return jax.vmap(lambda params: self.run(params, pools, keys).metric.mean())(stacked_params)

@@ -36,11 +36,11 @@ def plot_fitness(records: list[dict], path: Path, metric: str) -> None:
     plt.close(figure)
 
 
-def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str, float], path: Path, title: str) -> None:
-    """Mean query accuracy after each training example, one line per method.
+def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str, float], path: Path, title: str, metric: str = "accuracy") -> None:
+    """Mean query ``metric`` after each training example, one line per method.
 
-    ``curves`` maps a method to (lifetimes, steps) accuracies; a method whose curve is None
-    (multi-pass training) is drawn as a dashed line at its final accuracy from ``finals``.
+    ``curves`` maps a method to (lifetimes, steps) metric values; a method whose curve is None
+    (multi-pass training) is drawn as a dashed line at its final value from ``finals``.
     """
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
@@ -54,7 +54,7 @@ def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str,
         axis.plot(steps, mean, label=method)
         axis.fill_between(steps, mean - half_width, mean + half_width, alpha=0.2)
     axis.set_xlabel("training examples seen")
-    axis.set_ylabel("query accuracy")
+    axis.set_ylabel(f"query {metric}")
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

@@ -35,6 +35,7 @@ from neuroevo.experiment import Experiment, MethodResult, build_experiment, comp
 from neuroevo.io import atomic_write_text, save_rule
 from neuroevo.plots import plot_fitness, plot_learning_curves
 from neuroevo.rules import rule_name
+from neuroevo.stats import mean_ci95
 from neuroevo.tasks import task_name
 
 HELDOUT_METHODS = ("evolved", "no_plasticity", "random_rule", "sgd_one_pass", "sgd_multi_pass")
@@ -257,32 +258,39 @@ def _save_best_rule(experiment: Experiment, out_dir: Path, best: BestRule) -> No
 def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_dir: Path, filename: str, extra: dict | None = None) -> dict:
     """Write the summary JSON (``filename``) and ``learning_curves.png``; returns the summary."""
     config = experiment.config
+    task = experiment.task
     summary: dict[str, Any] = {
         "task": task_name(config.task),
-        "metric": "accuracy",
+        "metric": task.metric,
         "heldout": {method: result.summary() for method, result in results.items()},
         "notes": {method: result.note for method, result in results.items() if result.note},
         "split": "meta-test",
         "task_config": config_to_dict(config)["task"],
         **(extra or {}),
     }
+    task_metrics = {method: {name: mean_ci95(values) for name, values in result.extra.items()} for method, result in results.items() if result.extra}
+    if task_metrics:
+        summary["heldout_task_metrics"] = task_metrics
     atomic_write_text(out_dir / filename, json.dumps(summary, indent=2) + "\n")
-    task = experiment.task
-    lifetimes = len(next(iter(results.values())).accuracy)
+    lifetimes = len(next(iter(results.values())).values)
     plot_learning_curves(
         {method: result.curve for method, result in results.items()},
         {method: numbers["mean"] for method, numbers in summary["heldout"].items()},
         out_dir / "learning_curves.png",
-        f"{task_name(config.task)}: {task.n_way}-way {task.k_shot}-shot, meta-test, {lifetimes} lifetimes",
+        f"{task_name(config.task)}: {task.describe()}, meta-test, {lifetimes} lifetimes",
+        task.metric,
     )
     return summary
 
 
 def format_table(summary: dict, results: dict[str, MethodResult]) -> str:
-    rows = [f"{'method':<20}{'accuracy':>10}   {'95% CI':<18} notes"]
+    """Text table of the held-out metric per method, then any task-specific metrics."""
+    rows = [f"{'method':<20}{summary['metric']:>10}   {'95% CI':<18} notes"]
     for method, numbers in summary["heldout"].items():
         low, high = numbers["ci95"]
         rows.append(f"{method:<20}{numbers['mean']:>10.4f}   [{low:.4f}, {high:.4f}]  {results[method].note}")
+    for method, metrics in summary.get("heldout_task_metrics", {}).items():
+        rows.append(f"{method:<20}" + "  ".join(f"{name} {numbers['mean']:.4f}" for name, numbers in metrics.items()))
     return "\n".join(rows)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from neuroevo.tasks.continual import ContinualDigitsConfig, ContinualDigitsTask, ContinualInstance
 from neuroevo.tasks.dataset import DatasetError, UserDatasetConfig, UserDatasetTask
 from neuroevo.tasks.digits import DigitsConfig, DigitsTask
 from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, FewShotInstance
+from neuroevo.tasks.sinusoid import SinusoidConfig, SinusoidInstance, SinusoidTask
 from neuroevo.tasks.sklearn_tables import BreastCancerConfig, IrisConfig, SklearnTableTask, WineConfig
 
 TASK_CONFIGS: dict[str, type] = {
@@ -15,6 +17,8 @@ TASK_CONFIGS: dict[str, type] = {
     "wine": WineConfig,
     "breast_cancer": BreastCancerConfig,
     "dataset": UserDatasetConfig,
+    "sinusoid": SinusoidConfig,
+    "continual_digits": ContinualDigitsConfig,
 }
 _TASK_CLASSES: dict[type, type] = {
     DigitsConfig: DigitsTask,
@@ -22,6 +26,8 @@ _TASK_CLASSES: dict[type, type] = {
     WineConfig: SklearnTableTask,
     BreastCancerConfig: SklearnTableTask,
     UserDatasetConfig: UserDatasetTask,
+    SinusoidConfig: SinusoidTask,
+    ContinualDigitsConfig: ContinualDigitsTask,
 }
 
 
@@ -41,12 +47,18 @@ def build_task(config: Any) -> Any:
 __all__ = [
     "BreastCancerConfig",
     "ClassPools",
+    "ContinualDigitsConfig",
+    "ContinualDigitsTask",
+    "ContinualInstance",
     "DatasetError",
     "DigitsConfig",
     "DigitsTask",
     "FewShotClassification",
     "FewShotInstance",
     "IrisConfig",
+    "SinusoidConfig",
+    "SinusoidInstance",
+    "SinusoidTask",
     "SklearnTableTask",
     "UserDatasetConfig",
     "UserDatasetTask",

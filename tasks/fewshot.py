@@ -1,4 +1,4 @@
-"""Few-shot online classification, the protocol shared by the labelled-data tasks.
+"""Few-shot online classification, shared by the labelled-data tasks (digits, tables, user files).
 
 Each lifetime (task instance) draws ``n_way`` classes of its split in random order, which
 also maps them to output units by a fresh random permutation, then shows ``k_shot`` labelled
@@ -17,7 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neuroevo import graph
 from neuroevo.errors import ConfigError, NeuroevoError
+from neuroevo.lifetime import Learner, LifetimeResult
+from neuroevo.tasks.supervised import SupervisedTask, Updater, train_stream
 
 
 class ClassPools(NamedTuple):
@@ -85,8 +88,27 @@ def check_split_sizes(prefix: str, split: str, pools: ClassPools, n_way: int, k_
         )
 
 
+def classification_scores(learner: Learner, weights: graph.Weights, x: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Accuracy and mean loss of a network on examples x (n, n_inputs) with labels (n,), without plasticity."""
+    n_out = learner.topology.n_outputs
+
+    def per_example(x: jax.Array, label: jax.Array) -> tuple[jax.Array, jax.Array]:
+        states, activations = learner.present(weights, x)
+        prediction = jnp.argmax(learner.output(activations))
+        target = jax.nn.one_hot(label, n_out, dtype=jnp.float32)
+        return (prediction == label).astype(jnp.float32), learner.loss(states, activations, target)
+
+    correct, loss = jax.vmap(per_example)(x, labels)
+    return correct.mean(), loss.mean()
+
+
+def correct_prediction(output: jax.Array, target: jax.Array) -> jax.Array:
+    """1.0 when the output's largest unit is the one-hot target's unit, else 0.0."""
+    return (jnp.argmax(output) == jnp.argmax(target)).astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
-class FewShotClassification:
+class FewShotClassification(SupervisedTask):
     """Static sizes of a few-shot task; the pools are passed to :meth:`sample` as arrays."""
 
     n_inputs: int
@@ -95,7 +117,7 @@ class FewShotClassification:
     n_query: int
 
     metric = "accuracy"
-    signals = ("error",)  # learning signals the task provides to rules: labels give an output error
+    output_activation = "softmax"
 
     @property
     def n_outputs(self) -> int:
@@ -104,6 +126,9 @@ class FewShotClassification:
     @property
     def lifetime_length(self) -> int:
         return self.n_way * self.k_shot
+
+    def describe(self) -> str:
+        return f"{self.n_way}-way {self.k_shot}-shot"
 
     def sample(self, key: jax.Array, pools: ClassPools) -> FewShotInstance:
         """Draw one task instance from ``pools`` (one split)."""
@@ -130,6 +155,19 @@ class FewShotClassification:
             query_x=query.reshape(self.n_way * self.n_query, -1),
             query_y=jnp.repeat(units, self.n_query),
         )
+
+    def training_stream(self, instance: FewShotInstance) -> tuple[jax.Array, jax.Array]:
+        """Inputs (n, n_inputs) and one-hot targets (n, n_way) of the training stream, in order."""
+        return instance.train_x, jax.nn.one_hot(instance.train_y, self.n_way, dtype=jnp.float32)
+
+    def train(self, updater: Updater, learner: Learner, instance: FewShotInstance, key: jax.Array, track_query: bool = False, epochs: int = 1) -> LifetimeResult:
+        """Train on the support stream from the weights drawn with ``key``, then score accuracy on the query set."""
+        xs, targets = self.training_stream(instance)
+
+        def score(weights: graph.Weights) -> tuple[jax.Array, jax.Array]:
+            return classification_scores(learner, weights, instance.query_x, instance.query_y)
+
+        return train_stream(learner, updater, key, xs, targets, correct_prediction, score, track_query, epochs)
 
 
 SCALINGS = ("minmax", "standard", "none")

@@ -10,7 +10,7 @@ import pytest
 from neuroevo import graph
 from neuroevo.lifetime import Learner
 from neuroevo.rules import MLPRule
-from neuroevo.tasks import FewShotInstance
+from neuroevo.tasks import FewShotClassification, FewShotInstance
 
 import reference
 
@@ -47,6 +47,18 @@ def example(seed: int = 0) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(rng.normal(size=N_INPUTS), jnp.float32), jnp.int32(1)
 
 
+def labelled_step(learner: Learner):
+    """One supervised step on a labelled example: (network, loss, correct) with the pre-update outputs."""
+
+    def step(params, network, x, label):
+        target = jax.nn.one_hot(label, learner.topology.n_outputs)
+        stepped, states, activations = learner.supervised_step(params, network, x, target)
+        correct = jnp.argmax(learner.output(activations)) == label
+        return stepped, learner.loss(states, activations, target), correct
+
+    return step
+
+
 def assert_weights_close(actual, expected, rtol=1e-5, atol=1e-6):
     assert len(actual) == len(expected)
     for block, (a, e) in enumerate(zip(actual, expected)):
@@ -64,13 +76,12 @@ def test_step_delta_rule_matches_numpy(feedback, hidden, hidden_activation, outp
     network = learner.init_network(jax.random.key(0))
     x, label = example()
 
-    stepped, metrics = jax.jit(learner.step)(params, network, x, label)
+    stepped, loss, correct = jax.jit(labelled_step(learner))(params, network, x, label)
 
     expected = reference.plastic_step(learner.topology, network.weights, feedback, network.feedback, x, int(label), delta_edge_rule)
     assert_weights_close(stepped.weights, expected.weights)
-    assert float(metrics.loss) == pytest.approx(expected.loss, rel=1e-5)
-    assert bool(metrics.correct) == expected.correct
-    assert np.isnan(float(metrics.query_accuracy))
+    assert float(loss) == pytest.approx(expected.loss, rel=1e-5)
+    assert bool(correct) == expected.correct
 
 
 def test_step_none_feedback_keeps_hidden_weights():
@@ -78,7 +89,7 @@ def test_step_none_feedback_keeps_hidden_weights():
     network = learner.init_network(jax.random.key(0))
     x, label = example()
 
-    stepped, _ = jax.jit(learner.step)(learner.rule.init(jax.random.key(0)), network, x, label)
+    stepped, _, _ = jax.jit(labelled_step(learner))(learner.rule.init(jax.random.key(0)), network, x, label)
 
     for block, (src, dst) in enumerate(learner.topology.blocks):
         changed = not np.array_equal(stepped.weights[block], network.weights[block])
@@ -93,7 +104,7 @@ def test_step_keeps_masked_edges_zero():
     network = network._replace(masks=masks, weights=tuple(w * m for w, m in zip(network.weights, masks)))
     x, label = example()
 
-    stepped, _ = jax.jit(learner.step)(learner.rule.init(jax.random.key(0)), network, x, label)
+    stepped, _, _ = jax.jit(labelled_step(learner))(learner.rule.init(jax.random.key(0)), network, x, label)
 
     for block, (w, m) in enumerate(zip(stepped.weights, masks)):
         assert np.all(np.asarray(w)[np.asarray(m) == 0] == 0.0), f"block {block}"
@@ -109,7 +120,7 @@ def test_step_linear_mlp_rule_matches_numpy():
     network = learner.init_network(jax.random.key(1))
     x, label = example(1)
 
-    stepped, _ = jax.jit(learner.step)(params, network, x, label)
+    stepped, _, _ = jax.jit(labelled_step(learner))(params, network, x, label)
 
     def linear(block, i, j, edge):
         return scale * (k_pre * edge["pre"] + k_error * edge["error"] + bias)
@@ -127,7 +138,7 @@ def test_step_every_feature_matches_numpy():
     network = learner.init_network(jax.random.key(2))
     x, label = example(2)
 
-    stepped, _ = jax.jit(learner.step)(params, network, x, label)
+    stepped, _, _ = jax.jit(labelled_step(learner))(params, network, x, label)
 
     def linear(block, i, j, edge):
         return 0.1 * (sum(c * edge[name] for c, name in zip(coefficients, names)) + 0.02)
@@ -190,7 +201,8 @@ def lifetime_setup():
     learner = make_learner(reference.DeltaRule(ETA), "random_feedback", (5,), n_inputs=8)
     instance = random_instance(8, n_train=12, n_query=9)
     key = jax.random.key(7)
-    run = jax.jit(learner.run, static_argnames=("plastic", "track_query"))
+    task = FewShotClassification(n_inputs=8, n_way=N_OUTPUTS, k_shot=4, n_query=3)
+    run = jax.jit(lambda *args, **kwargs: task.lifetime(learner, *args, **kwargs), static_argnames=("plastic", "track_query"))
     return learner, instance, key, run, NumpyLifetime(learner, instance, key)
 
 
@@ -200,9 +212,9 @@ def test_run_matches_numpy(lifetime_setup):
     result = run(learner.rule.init(jax.random.key(0)), instance, key)
 
     np.testing.assert_allclose(result.curve.loss, expected.losses, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(result.curve.correct, expected.correct)
-    assert float(result.query_loss) == pytest.approx(expected.final_loss, rel=1e-4)
-    assert float(result.query_accuracy) == pytest.approx(expected.final_accuracy, abs=1e-6)
+    np.testing.assert_array_equal(result.curve.online, expected.correct)
+    assert float(result.loss) == pytest.approx(expected.final_loss, rel=1e-4)
+    assert float(result.metric) == pytest.approx(expected.final_accuracy, abs=1e-6)
     assert float(result.fitness) == pytest.approx(expected.final_accuracy, abs=1e-6)
 
 
@@ -220,8 +232,8 @@ def test_run_track_query_matches_numpy(lifetime_setup):
 
     result = run(learner.rule.init(jax.random.key(0)), instance, key, track_query=True)
 
-    np.testing.assert_allclose(result.curve.query_accuracy, expected.query_accuracy, atol=1e-6)
-    assert float(result.curve.query_accuracy[-1]) == pytest.approx(float(result.query_accuracy), abs=1e-6)
+    np.testing.assert_allclose(result.curve.query, expected.query_accuracy, atol=1e-6)
+    assert float(result.curve.query[-1]) == pytest.approx(float(result.metric), abs=1e-6)
 
 
 def test_run_untracked_query_nan(lifetime_setup):
@@ -229,7 +241,7 @@ def test_run_untracked_query_nan(lifetime_setup):
 
     result = run(learner.rule.init(jax.random.key(0)), instance, key)
 
-    assert np.all(np.isnan(np.asarray(result.curve.query_accuracy)))
+    assert np.all(np.isnan(np.asarray(result.curve.query)))
 
 
 def test_run_not_plastic_keeps_weights(lifetime_setup):
@@ -242,17 +254,18 @@ def test_run_not_plastic_keeps_weights(lifetime_setup):
         reference.example_loss(learner.topology, *reference.forward(learner.topology, expected.initial_weights, x), int(label))
         for x, label in zip(np.asarray(instance.train_x), np.asarray(instance.train_y))
     ]
-    assert float(result.query_loss) == pytest.approx(initial_loss, rel=1e-5)
-    assert float(result.query_accuracy) == pytest.approx(initial_accuracy, abs=1e-6)
+    assert float(result.loss) == pytest.approx(initial_loss, rel=1e-5)
+    assert float(result.metric) == pytest.approx(initial_accuracy, abs=1e-6)
     np.testing.assert_allclose(result.curve.loss, initial_losses, rtol=1e-5)
-    np.testing.assert_allclose(result.curve.query_accuracy, np.full(len(initial_losses), initial_accuracy), atol=1e-6)
+    np.testing.assert_allclose(result.curve.query, np.full(len(initial_losses), initial_accuracy), atol=1e-6)
 
 
 def test_run_fitness_neg_loss(lifetime_setup):
     learner, instance, key, _, expected = lifetime_setup
     learner = Learner(learner.topology, learner.rule, learner.feedback, fitness="neg_loss")
+    task = FewShotClassification(n_inputs=8, n_way=N_OUTPUTS, k_shot=4, n_query=3)
 
-    result = jax.jit(learner.run)(learner.rule.init(jax.random.key(0)), instance, key)
+    result = jax.jit(lambda *args: task.lifetime(learner, *args))(learner.rule.init(jax.random.key(0)), instance, key)
 
     assert float(result.fitness) == pytest.approx(-expected.final_loss, rel=1e-4)
 
@@ -262,8 +275,9 @@ def test_run_diverged_fitness_nan():
     # query accuracy alone would look like a finite, chance-level score.
     learner = make_learner(reference.DeltaRule(3e38), "none", ())
     instance = random_instance(N_INPUTS, n_train=12, n_query=9)
+    task = FewShotClassification(n_inputs=N_INPUTS, n_way=N_OUTPUTS, k_shot=4, n_query=3)
 
-    result = jax.jit(learner.run)(learner.rule.init(jax.random.key(0)), instance, jax.random.key(0))
+    result = jax.jit(lambda *args: task.lifetime(learner, *args))(learner.rule.init(jax.random.key(0)), instance, jax.random.key(0))
 
-    assert not np.isfinite(float(result.query_loss))  # the weights did diverge
+    assert not np.isfinite(float(result.loss))  # the weights did diverge
     assert np.isnan(float(result.fitness))

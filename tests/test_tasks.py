@@ -186,10 +186,10 @@ def leak_setup():
 
 @pytest.fixture(scope="module")
 def delta_rule_accuracy(leak_setup):
-    learner, _, instances, shuffled, network_keys = leak_setup
+    learner, task, instances, shuffled, network_keys = leak_setup
     params = learner.rule.init(jax.random.key(0))
-    run = jax.jit(jax.vmap(lambda instance, key: learner.run(params, instance, key)))
-    return {name: float(run(batch, network_keys).query_accuracy.mean()) for name, batch in (("labels", instances), ("shuffled", shuffled))}
+    run = jax.jit(jax.vmap(lambda instance, key: task.lifetime(learner, params, instance, key)))
+    return {name: float(run(batch, network_keys).metric.mean()) for name, batch in (("labels", instances), ("shuffled", shuffled))}
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def sgd_accuracy(leak_setup):
     learner, task, instances, shuffled, network_keys = leak_setup
     baseline = GradientBaseline(learner, task, "sgd", epochs=1)
     run = jax.jit(jax.vmap(lambda instance, key: baseline.run(jnp.float32(0.3), instance, key)))
-    return {name: float(run(batch, network_keys).query_accuracy.mean()) for name, batch in (("labels", instances), ("shuffled", shuffled))}
+    return {name: float(run(batch, network_keys).metric.mean()) for name, batch in (("labels", instances), ("shuffled", shuffled))}
 
 
 @pytest.mark.parametrize("method", ["delta_rule_accuracy", "sgd_accuracy"])
