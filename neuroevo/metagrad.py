@@ -173,7 +173,7 @@ class MetaGradient:
         key, key_lifetimes = jax.random.split(state.key)
         keys = jax.random.split(key_lifetimes, self.lifetimes_per_step)
         (loss, fitness), grads = jax.value_and_grad(self.meta_loss, has_aux=True)(state.params, pools, keys)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
 
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
