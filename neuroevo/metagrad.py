@@ -5,12 +5,12 @@ task, in the spirit of differentiable plasticity (Miconi, Clune and Stanley, "Di
 plasticity: training plastic neural networks with backpropagation", ICML 2018), where the
 parameters of a plasticity rule are trained by gradient descent through the inner loop.
 
-One step (called a generation, so that :mod:`neuroevo.run` drives both outer loops alike):
-live ``lifetimes_per_member`` lifetimes with the current rule, take the mean of a
-differentiable objective after each lifetime (for classification, the query-set loss:
-cross-entropy for softmax outputs, squared error otherwise), differentiate it with
-``jax.grad`` through the ``lax.scan`` of every lifetime, clip the gradient to a maximum
-global norm and apply an optax optimizer.
+One step is called a generation, so that :mod:`neuroevo.run` drives both outer loops alike.
+It lives ``lifetimes_per_member`` lifetimes with the current rule and takes the mean of a
+differentiable objective after each lifetime. For classification that objective is the
+query-set loss: cross-entropy for softmax outputs, squared error otherwise. ``jax.grad``
+differentiates the mean through the ``lax.scan`` of every lifetime, and the gradient,
+clipped to a maximum global norm, feeds an optax optimizer.
 
 Truncation: with ``truncation = K > 0`` gradients flow through the last K steps of each
 lifetime only. The earlier steps run with the rule parameters under ``stop_gradient``, so
@@ -169,7 +169,7 @@ class MetaGradient:
 
     @partial(jax.jit, static_argnames=("self",))
     def generation(self, state: MetaGradientState, pools: Any) -> tuple[MetaGradientState, MetaGradientMetrics]:
-        """One optimizer step on fresh lifetimes; a non-finite loss or gradient leaves params and optimizer state unchanged."""
+        """Take one optimizer step on fresh lifetimes; a non-finite loss or gradient leaves params and optimizer state unchanged."""
         key, key_lifetimes = jax.random.split(state.key)
         keys = jax.random.split(key_lifetimes, self.lifetimes_per_step)
         (loss, fitness), grads = jax.value_and_grad(self.meta_loss, has_aux=True)(state.params, pools, keys)

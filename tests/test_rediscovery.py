@@ -8,8 +8,8 @@
   ``e = t - y`` available. A rule trained to minimise the error after a lifetime must change
   each weight in proportion to ``e * pre``.
 
-The rule is a polynomial in the edge features, written here so that both classic rules lie
-in its span; it is a test fixture, not a rule family. The lifetimes are defined here too:
+The rule is a test fixture, not a rule family: a polynomial in the edge features, so that
+both classic rules lie in its span. The lifetimes are defined here too:
 each is a few lines of ``lax.scan``, independent of the classification tasks.
 """
 
