@@ -65,13 +65,31 @@ class SignalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvolutionConfig:
-    """Outer loop: an evosax strategy over the rule parameters."""
+class MetaGradientConfig:
+    """Options of the meta-gradient outer loop (``evolution.method: meta_gradient``)."""
 
+    truncation: int = 0  # lifetime steps, counted from the end, that gradients flow through; 0 means all
+    clip_norm: float = 1.0  # maximum global L2 norm of each meta-gradient (optax.clip_by_global_norm)
+
+    def validate(self) -> None:
+        if self.truncation < 0:
+            raise ConfigError(f"evolution.meta_gradient.truncation={self.truncation} is negative; use 0 (whole lifetime) or a positive step count")
+        if self.clip_norm <= 0:
+            raise ConfigError(f"evolution.meta_gradient.clip_norm={self.clip_norm} must be positive")
+
+
+_ES_ONLY = ("strategy", "population", "std")  # options that only an evolution strategy reads
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolutionConfig:
+    """Outer loop over the rule parameters: an evosax strategy (``es``) or meta-gradient descent."""
+
+    method: Literal["es", "meta_gradient"] = "es"
     strategy: str = "Open_ES"
     population: int = 64
-    generations: int = 300
-    lifetimes_per_member: int = 8  # task instances each member is scored on per generation
+    generations: int = 300  # meta_gradient: optimizer steps
+    lifetimes_per_member: int = 8  # task instances each member is scored on per generation; meta_gradient: per step
     std: float = 0.07  # search noise (std_schedule or std_init of the strategy)
     optimizer: Literal["adam", "sgd"] = "adam"  # for strategies that take an optax optimizer
     learning_rate: float = 0.03
@@ -79,6 +97,7 @@ class EvolutionConfig:
     eval_every: int = 25  # generations between evaluations of the strategy center
     eval_lifetimes: int = 64  # lifetimes per split in those evaluations
     checkpoint_every: int = 25  # generations between checkpoints (and always at the end)
+    meta_gradient: MetaGradientConfig = MetaGradientConfig()
 
     def validate(self) -> None:
         for name in ("population", "generations", "lifetimes_per_member", "eval_every", "eval_lifetimes", "checkpoint_every"):
@@ -89,6 +108,13 @@ class EvolutionConfig:
             raise ConfigError(f"evolution.std={self.std} must be positive")
         if self.learning_rate <= 0:
             raise ConfigError(f"evolution.learning_rate={self.learning_rate} must be positive")
+        if self.method == "meta_gradient":
+            defaults = {field.name: field.default for field in dataclasses.fields(self)}
+            for name in _ES_ONLY:
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"evolution.{name}={getattr(self, name)!r} has no effect with evolution.method='meta_gradient'; remove it or use method 'es'")
+        elif self.meta_gradient != MetaGradientConfig():
+            raise ConfigError("evolution.meta_gradient options have no effect with evolution.method='es'; remove them or set evolution.method=meta_gradient")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,7 +73,7 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
     return strategy, params
 
 
-def _strongly_typed(tree: Any) -> Any:
+def strongly_typed(tree: Any) -> Any:
     """Give every leaf a strong dtype.
 
     evosax states mix weakly typed leaves (Python floats from schedules and initial values)
@@ -110,6 +110,7 @@ class Evolution:
         self.task = task
         self.lifetimes = Lifetimes(learner, task)
         self.lifetimes_per_member = config.lifetimes_per_member
+        self.population_size = config.population
         self.strategy, self.strategy_params = make_strategy(config, initial_params)
         self.population_based = config.strategy in population_based_algorithms
         self.std = config.std
@@ -133,7 +134,7 @@ class Evolution:
             state = self.strategy.init(key_init, population, fitness, self.strategy_params)
         else:
             state = self.strategy.init(key_init, self.unravel(self._initial_flat), self.strategy_params)
-        return EvolutionState(strategy_state=_strongly_typed(state), key=key_run, generation=jnp.int32(0))
+        return EvolutionState(strategy_state=strongly_typed(state), key=key_run, generation=jnp.int32(0))
 
     def center(self, state: EvolutionState) -> Any:
         """Return the strategy's current estimate of the best rule: its mean, or its best member."""
@@ -186,4 +187,4 @@ class Evolution:
             mean_fitness=fitness.mean(),
             nan_count=invalid.sum(),
         )
-        return EvolutionState(_strongly_typed(strategy_state), key, state.generation + 1), metrics
+        return EvolutionState(strongly_typed(strategy_state), key, state.generation + 1), metrics

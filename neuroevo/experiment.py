@@ -15,6 +15,7 @@ from neuroevo.config import Config
 from neuroevo.errors import ConfigError
 from neuroevo.evolve import Evolution
 from neuroevo.lifetime import HIGHER_IS_BETTER, Learner, LifetimeResult, Lifetimes
+from neuroevo.metagrad import MetaGradient
 from neuroevo.rules import build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
@@ -40,8 +41,12 @@ class Experiment:
     def initial_rule_params(self) -> Any:
         return self.learner.rule.init(self.key(_KEY_RULE_INIT))
 
-    def evolution(self) -> Evolution:
-        return Evolution(self.learner, self.task, self.config.evolution, self.initial_rule_params())
+    def evolution(self) -> Evolution | MetaGradient:
+        """Build the outer loop that ``evolution.method`` selects; both share one interface for :mod:`neuroevo.run`."""
+        settings = self.config.evolution
+        if settings.method == "meta_gradient":
+            return MetaGradient.for_learner(self.learner, self.task, settings, self.initial_rule_params(), self.train_pools)
+        return Evolution(self.learner, self.task, settings, self.initial_rule_params())
 
     def validation_keys(self) -> jax.Array:
         """Fixed lifetimes on which the strategy center is scored during evolution (both splits use them)."""

@@ -10,6 +10,10 @@ A run directory contains:
   meta-test split never selects a rule);
 - ``fitness.png``, ``learning_curves.png`` and ``summary.json``: written at the end.
 
+With ``evolution.method: meta_gradient`` a generation is one optimizer step of
+:class:`~neuroevo.metagrad.MetaGradient`, the center is the current rule, and each line of
+``metrics.jsonl`` also has ``meta_loss`` and ``grad_norm``.
+
 A resumed run continues from its checkpoint with the same PRNG keys, so it ends with the
 same strategy state as an uninterrupted run, and its ``metrics.jsonl`` is cut back to the
 checkpoint so no generation is logged twice.
@@ -33,6 +37,7 @@ from neuroevo.errors import NeuroevoError
 from neuroevo.evolve import Evolution, EvolutionState
 from neuroevo.experiment import Experiment, MethodResult, build_experiment, compare_heldout
 from neuroevo.io import atomic_write_text, save_rule
+from neuroevo.metagrad import MetaGradient, MetaGradientState
 from neuroevo.plots import plot_fitness, plot_learning_curves
 from neuroevo.rules import rule_name
 from neuroevo.stats import mean_ci95
@@ -126,7 +131,8 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     generation = 0
     if checkpoint is not None:
         stored_config = checkpoint.info.get("config")
-        if stored_config is not None and stored_config != config_to_dict(config):
+        # Refill defaults, so a checkpoint written before a config option existed still matches.
+        if stored_config is not None and config_to_dict(config_from_dict(stored_config)) != config_to_dict(config):
             raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} was written by a run with a different config than {run_dir / 'config.yaml'}; restore the matching checkpoint or start a new run")
         state = checkpoint.state
         generation = int(checkpoint.info["generation"])
@@ -157,11 +163,39 @@ def _read_records(path: Path, up_to: int) -> list[dict]:
     return [records[generation] for generation in sorted(records)]
 
 
+def _describe_outer_loop(settings: Any) -> str:
+    if settings.method == "meta_gradient":
+        options = settings.meta_gradient
+        truncation = f"last {options.truncation} steps" if options.truncation else "whole lifetimes"
+        return (
+            f"meta-gradient descent ({settings.optimizer} {settings.learning_rate:g}, gradient clipped to norm "
+            f"{options.clip_norm:g}, through {truncation}); {settings.lifetimes_per_member} lifetimes per step, "
+            f"{settings.generations} steps"
+        )
+    return (
+        f"{settings.strategy}; population {settings.population}, {settings.lifetimes_per_member} lifetimes per member, "
+        f"{settings.generations} generations"
+    )
+
+
+def _all_invalid_message(settings: Any, streak: int, generation: int) -> str:
+    if settings.method == "meta_gradient":
+        return (
+            f"the meta-loss or its gradient was NaN or infinite for {streak} steps in a row (up to step {generation}); "
+            "lower evolution.learning_rate, evolution.meta_gradient.clip_norm or rule.output_scale"
+        )
+    return (
+        f"every member's fitness was NaN or infinite for {streak} generations in a row "
+        f"(up to generation {generation}), so {settings.strategy} gets no signal; lower evolution.std "
+        "or rule.output_scale, or choose another evolution.strategy such as Open_ES"
+    )
+
+
 def _run(
     experiment: Experiment,
-    evolution: Evolution,
+    evolution: Evolution | MetaGradient,
     out_dir: Path,
-    state: EvolutionState,
+    state: EvolutionState | MetaGradientState,
     best: BestRule,
     records: list[dict],
     log: Log,
@@ -171,9 +205,8 @@ def _run(
     validation_keys = experiment.validation_keys()
     first = len(records) + 1
     log(
-        f"neuroevo {__version__}: evolving a {rule_name(config.rule)} rule ({evolution.n_params} parameters) with "
-        f"{settings.strategy} on {task_name(config.task)}; population {settings.population}, "
-        f"{settings.lifetimes_per_member} lifetimes per member, {settings.generations} generations; "
+        f"neuroevo {__version__}: training a {rule_name(config.rule)} rule ({evolution.n_params} parameters) on "
+        f"{task_name(config.task)} with {_describe_outer_loop(settings)}; "
         f"{jax.device_count()} {jax.default_backend()} device(s); run directory {out_dir}"
     )
 
@@ -190,6 +223,9 @@ def _run(
                 "mean_fitness": float(metrics.mean_fitness),
                 "nan_count": int(metrics.nan_count),
             }
+            if isinstance(evolution, MetaGradient):
+                record["meta_loss"] = float(metrics.meta_loss)
+                record["grad_norm"] = float(metrics.grad_norm)
 
             last = generation == settings.generations
             if generation % settings.eval_every == 0 or last:
@@ -206,13 +242,9 @@ def _run(
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
 
-            all_invalid_streak = all_invalid_streak + 1 if record["nan_count"] == settings.population else 0
+            all_invalid_streak = all_invalid_streak + 1 if record["nan_count"] == evolution.population_size else 0
             if all_invalid_streak == _MAX_ALL_INVALID_GENERATIONS:
-                raise NeuroevoError(
-                    f"every member's fitness was NaN or infinite for {all_invalid_streak} generations in a row "
-                    f"(up to generation {generation}), so {settings.strategy} gets no signal; lower evolution.std "
-                    "or rule.output_scale, or choose another evolution.strategy such as Open_ES"
-                )
+                raise NeuroevoError(_all_invalid_message(settings, all_invalid_streak, generation))
 
             if generation % settings.checkpoint_every == 0 or last:
                 save_checkpoint(out_dir, state, best.params, {"generation": generation, "best": best.info(), "config": config_to_dict(config)})
