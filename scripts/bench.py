@@ -53,8 +53,8 @@ REFERENCE_HIDDEN = 16
 REFERENCE_NEURONS = 128
 
 # Network size -> (task config, hidden layer widths). Digits has 64 inputs and 5 outputs, so
-# with the bias neuron a 128-neuron network has 58 hidden neurons; 32 neurons need a task
-# with fewer inputs, wine (13 inputs, 3 outputs, lifetimes of 30 steps).
+# with the bias neuron a 128-neuron network has 58 hidden neurons. 32 neurons need a task
+# with fewer inputs: wine, with 13 inputs, 3 outputs and lifetimes of 30 steps.
 NETWORKS = {
     32: (WineConfig(), (15,)),
     128: (DigitsConfig(), (58,)),
@@ -67,7 +67,7 @@ NETWORKS = {
 
 
 def time_calls(function: Callable[[], Any], repeats: int) -> dict[str, float]:
-    """Call ``function`` once to warm up, then ``repeats`` times; wall and process CPU seconds."""
+    """Call ``function`` once to warm up, then ``repeats`` times; returns wall and process CPU seconds."""
     jax.block_until_ready(function())
     wall, cpu = [], []
     for _ in range(repeats):
@@ -213,9 +213,9 @@ def bench_networks(sizes: list[int], ceilings: dict, repeats: int) -> list[dict]
 
 
 def bench_families(ceilings: dict, repeats: int) -> tuple[list[dict], dict[str, str]]:
-    """Every registered rule family with default options on the 128-neuron digits setup.
+    """Time every registered rule family with default options on the 128-neuron digits setup.
 
-    Returns the rows and, for each family that could not run that setup, the reason.
+    Returns the rows and, for each family that could not run that setup, the error.
     """
     task_config, hidden = NETWORKS[REFERENCE_NEURONS]
     rows, skipped = [], {}
@@ -349,11 +349,15 @@ def bench_scaling(repeats: int) -> dict:
         rows = [bench_generation(task_config, hidden, rule, population, lifetimes, repeats) for task_config, hidden, population, lifetimes in points]
         sizes = [row[name] for row in rows]
         seconds = [row["generation_seconds"] for row in rows]
+        cpu_seconds = [row["generation_cpu_seconds"] for row in rows]
         result[name] = {
             "sizes": sizes,
             "generation_seconds": seconds,
             "exponent": power_law_exponent(sizes, seconds),
             "linear_fit_r2": linear_fit_r2(sizes, seconds),
+            "generation_cpu_seconds": cpu_seconds,
+            "exponent_cpu_time": power_law_exponent(sizes, cpu_seconds),
+            "linear_fit_r2_cpu_time": linear_fit_r2(sizes, cpu_seconds),
         }
     return result
 
@@ -391,11 +395,15 @@ def print_tables(result: dict) -> None:
     )
 
     if result.get("scaling"):
-        print("\n| varied | sizes | generation (s) | exponent | linear fit R^2 |")
-        print("|---|---|---|---|---|")
+        print("\n| varied | sizes | generation (s) | exponent | linear fit R^2 | CPU s | exponent (CPU time) | R^2 (CPU time) |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, sweep in result["scaling"].items():
             seconds = ", ".join(f"{value:.3f}" for value in sweep["generation_seconds"])
-            print(f"| {name} | {sweep['sizes']} | {seconds} | {sweep['exponent']:.2f} | {sweep['linear_fit_r2']:.3f} |")
+            cpu_seconds = ", ".join(f"{value:.3f}" for value in sweep["generation_cpu_seconds"])
+            print(
+                f"| {name} | {sweep['sizes']} | {seconds} | {sweep['exponent']:.2f} | {sweep['linear_fit_r2']:.3f} | "
+                f"{cpu_seconds} | {sweep['exponent_cpu_time']:.2f} | {sweep['linear_fit_r2_cpu_time']:.3f} |"
+            )
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Helpers of scripts/bench.py on toy inputs with known answers; nothing here is timed."""
+"""Helpers of scripts/bench.py on toy inputs with known results; nothing here is timed."""
 
 from __future__ import annotations
 
