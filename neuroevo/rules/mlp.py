@@ -140,6 +140,8 @@ class MLPRule:
         if not self.hidden:
             return self.output_scale * jnp.broadcast_to(units[0], features.edge_shape), state
 
+        # NOTE: the traced graph grows as width_in x width_out per layer, so very wide hidden
+        # layers compile slowly; only widths up to 16 were timed.
         act = ACTIVATIONS[self.activation]
         for layer in range(1, len(self.hidden) + 1):
             dense = layers[f"Dense_{layer}"]
