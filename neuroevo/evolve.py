@@ -159,7 +159,7 @@ class Evolution:
         if self.mesh is not None:
             population = jax.lax.with_sharding_constraint(population, NamedSharding(self.mesh, PartitionSpec("population")))
 
-        results = jax.vmap(lambda params: self.lifetimes.run(params, pools, lifetime_keys))(population)
+        results = self.lifetimes.run_population(population, pools, lifetime_keys)
         fitness = results.fitness.mean(axis=1)[:size]
 
         # evosax's tell expects an unsharded fitness array.

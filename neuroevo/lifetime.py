@@ -189,6 +189,23 @@ class Lifetimes:
 
         return jax.vmap(one)(keys)
 
+    def run_population(self, stacked_params: Any, pools: Any, keys: jax.Array) -> LifetimeResult:
+        """Live one lifetime per key for every parameter set (leading axis P of ``stacked_params``).
+
+        Results are batched as (P, n). Lifetimes form the outer ``vmap`` and members the inner
+        one, so each task instance and initial network is drawn once per key and shared by the
+        members. The weights are then laid out (n, P, n_dst, n_src), so the forward pass of
+        all members on a shared input is one matrix product. With members as the outer
+        ``vmap``, XLA transposes every weight block at every step to form that product.
+        """
+
+        def one(key: jax.Array) -> LifetimeResult:
+            key_instance, key_network = split_lifetime_key(key)
+            instance = self.task.sample(key_instance, pools)
+            return jax.vmap(lambda params: self.task.lifetime(self.learner, params, instance, key_network))(stacked_params)
+
+        return jax.vmap(one, out_axes=1)(keys)
+
     @partial(jax.jit, static_argnames=("self", "plastic", "track_query"))
     def evaluate(self, params: Any, pools: Any, keys: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:
         """Jitted :meth:`run`."""

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from neuroevo import graph
-from neuroevo.lifetime import Learner
+from neuroevo.lifetime import Learner, Lifetimes
 from neuroevo.rules import MLPRule
-from neuroevo.tasks import FewShotClassification, FewShotInstance
+from neuroevo.tasks import DigitsConfig, FewShotClassification, FewShotInstance, build_task
 
 import reference
 
@@ -281,3 +281,22 @@ def test_run_diverged_fitness_nan():
 
     assert not np.isfinite(float(result.loss))  # the weights did diverge
     assert np.isnan(float(result.fitness))
+
+
+def test_run_population_matches_run():
+    task = build_task(DigitsConfig(n_way=3, k_shot=2, n_query=4))
+    rule = MLPRule(("pre", "post", "weight", "error"), (4,))
+    lifetimes = Lifetimes(make_learner(rule, "random_feedback", (5,), n_inputs=64), task)
+    members = [rule.random_params(jax.random.key(seed)) for seed in range(3)]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
+    pools = task.data("train")
+    keys = jax.random.split(jax.random.key(5), 2)
+
+    result = jax.jit(lifetimes.run_population)(stacked, pools, keys)
+
+    assert result.loss.shape == (3, 2)
+    for member, params in enumerate(members):
+        expected = jax.jit(lifetimes.run)(params, pools, keys)
+        np.testing.assert_allclose(result.loss[member], expected.loss, rtol=1e-5, err_msg=f"member {member}")
+        np.testing.assert_allclose(result.curve.loss[member], expected.curve.loss, rtol=1e-5, atol=1e-6, err_msg=f"member {member}")
+    assert not np.allclose(result.loss[0], result.loss[1])  # members differ, so a swap of rows would fail above

@@ -90,6 +90,23 @@ def test_apply_matches_apply_dense(rule):
     np.testing.assert_allclose(dw, dw_dense, rtol=1e-5, atol=1e-6)
 
 
+def test_apply_edge_list_matches_block(rule):
+    features = random_features(rule.feature_names, seed=7)
+    params = rule.random_params(jax.random.key(8))
+    shape = (N_DST, N_SRC)
+    edge_list = feature_lib.EdgeFeatures(
+        post=jnp.broadcast_to(features.post, (*shape, features.post.shape[-1])).reshape(N_DST * N_SRC, -1),
+        pre=jnp.broadcast_to(features.pre, (*shape, features.pre.shape[-1])).reshape(N_DST * N_SRC, -1),
+        edge=features.edge.reshape(N_DST * N_SRC, -1),
+    )
+
+    dw_block, _ = jax.jit(rule.apply)(params, features, rule.init_state(shape))
+    dw_list, _ = jax.jit(rule.apply)(params, edge_list, rule.init_state((N_DST * N_SRC,)))
+
+    assert dw_list.shape == (N_DST * N_SRC,)
+    np.testing.assert_allclose(dw_list, np.asarray(dw_block).reshape(-1), rtol=1e-5, atol=1e-6)
+
+
 def test_init_changes_no_weight(rule):
     features = random_features(rule.feature_names, seed=4)
 

@@ -5,7 +5,8 @@
 evaluates the same function without building the (n_dst, n_src, F) feature tensor: the first
 layer's pre-activation splits into a postsynaptic row term, a presynaptic column term and
 the per-edge term, ``z_ij = K_post f_i + K_pre f_j + K_edge f_ij + b``, and only the hidden
-units are computed per edge.
+units are computed per edge. The per-edge part is written unit by unit with elementwise
+operations, so that XLA compiles it into one fused loop over the edges.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ class EdgeMLP(nn.Module):
         return nn.Dense(1)(x)[..., 0]
 
 
+def _project_unit_major(features: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """Compute ``features @ kernel + bias`` for features (..., n, F), kernel (F, H), bias (H,); returns (H, ..., n).
+
+    Hidden units lead so that each unit's values are contiguous in memory. With units last,
+    the fused per-edge loop would read them with a stride of H, which costs about a third of
+    the rule's speed.
+    """
+    projected = kernel.T @ jnp.swapaxes(features, -1, -2) + bias[:, None]  # (..., H, n)
+    return jnp.moveaxis(projected, -2, 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class MLPRule:
     """Stateless MLP CUM; see the module docstring for the factored evaluation."""
@@ -107,23 +119,36 @@ class MLPRule:
         """Factored evaluation for one block; returns dw (edge shape) and the unchanged state."""
         layers = params["params"]
         kinds = split_by_kind(self.feature_names)
-        kernel = layers["Dense_0"]["kernel"]  # (F, width of the first layer)
+        first = layers["Dense_0"]
+        kernel = first["kernel"]  # (F, width of the first layer)
 
-        row = features.post @ kernel[jnp.array(kinds["post"], int)]  # (n_dst, 1, H) or (E, H)
-        column = features.pre @ kernel[jnp.array(kinds["pre"], int)]  # (1, n_src, H) or (E, H)
-        z = row + column + layers["Dense_0"]["bias"]
-        if kinds["edge"]:
-            z = z + features.edge @ kernel[jnp.array(kinds["edge"], int)]
-        z = jnp.broadcast_to(z, (*features.edge_shape, z.shape[-1]))
+        row = _project_unit_major(features.post, kernel[jnp.array(kinds["post"], int)], first["bias"])  # (H, n_dst, 1) or (H, E)
+        no_bias = jnp.zeros_like(first["bias"])
+        column = _project_unit_major(features.pre, kernel[jnp.array(kinds["pre"], int)], no_bias)  # (H, 1, n_src) or (H, E)
+        edge_kernel = kernel[jnp.array(kinds["edge"], int)]  # (F_edge, H)
 
+        # Each unit below is one edge-shaped array built only from broadcasts and elementwise
+        # operations, so XLA fuses the whole per-edge MLP into one loop over the edges. An
+        # (edges, H) hidden tensor followed by a dot is written to memory and read back
+        # instead, which ran 4 to 10 times slower on a 2-core CPU.
+        units = []
+        for unit in range(kernel.shape[1]):
+            z = row[unit] + column[unit]
+            for position in range(len(kinds["edge"])):
+                z = z + features.edge[..., position] * edge_kernel[position, unit]
+            units.append(z)
         if not self.hidden:
-            return self.output_scale * z[..., 0], state
+            return self.output_scale * jnp.broadcast_to(units[0], features.edge_shape), state
 
+        # NOTE: the traced graph grows as width_in x width_out per layer, so very wide hidden
+        # layers compile slowly; only widths up to 16 were timed.
         act = ACTIVATIONS[self.activation]
-        x = act(z)
-        for layer in range(1, len(self.hidden)):
+        for layer in range(1, len(self.hidden) + 1):
             dense = layers[f"Dense_{layer}"]
-            x = act(x @ dense["kernel"] + dense["bias"])
-        last = layers[f"Dense_{len(self.hidden)}"]
-        out = x @ last["kernel"][:, 0] + last["bias"][0]
+            inputs = [act(z) for z in units]
+            units = [
+                sum(x * dense["kernel"][index, unit] for index, x in enumerate(inputs)) + dense["bias"][unit]
+                for unit in range(dense["kernel"].shape[1])
+            ]
+        out = jnp.broadcast_to(units[0], features.edge_shape)
         return self.output_scale * out, state
