@@ -12,12 +12,14 @@ import numpy as np
 from neuroevo import graph
 from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
+from neuroevo.errors import ConfigError
 from neuroevo.evolve import Evolution
+from neuroevo.features import FEATURES
 from neuroevo.lifetime import Learner, LifetimeResult, Lifetimes
 from neuroevo.rules import build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
-from neuroevo.tasks import build_task
+from neuroevo.tasks import build_task, task_name
 
 # Fixed offsets folded into the run seed, so that each purpose draws its own keys.
 _KEY_EVOLUTION, _KEY_VALIDATION, _KEY_HELDOUT, _KEY_SWEEP, _KEY_RULE_INIT, _KEY_RANDOM_RULE = range(6)
@@ -53,6 +55,18 @@ class Experiment:
         return jax.random.split(self.key(_KEY_SWEEP), self.config.evaluation.sweep_lifetimes)
 
 
+def check_signals(feature_names: tuple[str, ...], task: Any, label: str) -> None:
+    """Raise ConfigError when the rule reads a feature whose learning signal the task does not provide."""
+    provided = set(getattr(task, "signals", ()))
+    missing = [name for name in feature_names if FEATURES[name].requires and FEATURES[name].requires not in provided]
+    if missing:
+        needs = sorted({FEATURES[name].requires for name in missing})
+        raise ConfigError(
+            f"rule features {', '.join(missing)} need a {' and '.join(needs)} signal that task {label!r} does not provide "
+            f"(it provides: {', '.join(sorted(provided)) or 'none'}); remove them from rule.features"
+        )
+
+
 def build_experiment(config: Config) -> Experiment:
     """Instantiate task, topology, rule and learner; impossible sizes raise ConfigError."""
     task = build_task(config.task)
@@ -66,9 +80,18 @@ def build_experiment(config: Config) -> Experiment:
         bias=network.bias,
         ticks=network.ticks,
     )
+    expected = getattr(task, "output_activation", None)
+    if expected is not None and network.output_activation != expected:
+        raise ConfigError(f"network.output_activation={network.output_activation!r} does not suit task {task_name(config.task)!r}; set it to {expected!r}")
+    rule = build_rule(config.rule)
+    if hasattr(rule, "for_topology"):
+        rule = rule.for_topology(topology)
+    if hasattr(task, "prepare_rule"):
+        rule = task.prepare_rule(rule, topology)
+    check_signals(rule.feature_names, task, task_name(config.task))
     learner = Learner(
         topology=topology,
-        rule=build_rule(config.rule),
+        rule=rule,
         feedback=config.signal.feedback,
         weight_init=network.init,
         weight_gain=network.init_gain,

@@ -35,7 +35,7 @@ def sample_features(learner: Learner, task, pools, params, key: jax.Array, n_lif
         def scan_step(network, example):
             x, label = example
             states, activations, _ = learner.present(network.weights, x, label)
-            blocks = learner.edge_features(network, states, activations, label)
+            blocks = learner.edge_features(network, states, activations, learner.supervised_signals(activations, label))
             rows = jnp.concatenate([dense(learner.rule.feature_names, block).reshape(-1, len(learner.rule.feature_names)) for block in blocks])
             network, _ = learner.step(params, network, x, label)
             return network, rows

@@ -39,6 +39,13 @@ class StepMetrics(NamedTuple):
     query_accuracy: jax.Array  # () query accuracy after the update; NaN unless tracked
 
 
+class LearningSignals(NamedTuple):
+    """Learning signals of one presentation, as the features and the feedback pathway read them."""
+
+    error_out: jax.Array  # (n_out,) output error target - a; zeros where a task has no targets
+    reward: jax.Array  # () reward or reward-prediction error; 0 where a task has no rewards
+
+
 class LifetimeResult(NamedTuple):
     fitness: jax.Array  # () what evolution maximises
     query_accuracy: jax.Array  # () accuracy on the query set after the lifetime
@@ -105,25 +112,33 @@ class Learner:
 
     # One plastic step ------------------------------------------------------------------------
 
-    def edge_features(self, network: NetworkState, states: tuple, activations: tuple, label: jax.Array) -> tuple[feature_lib.EdgeFeatures, ...]:
-        """Compute the rule's features for every block, after presenting an example with ``label``."""
-        out = self.topology.output_group
-        error_out = signals.output_error(self.output_target(label), activations[out])
-        errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, error_out)
-        contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors)
+    def edge_features(self, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> tuple[feature_lib.EdgeFeatures, ...]:
+        """Compute the rule's features for every block from one presentation and its learning signals."""
+        errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, learning_signals.error_out)
+        contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors, learning_signals.reward)
         return tuple(
             feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])
             for block, (src, dst) in enumerate(self.topology.blocks)
         )
 
-    def weight_changes(self, params: Any, network: NetworkState, states: tuple, activations: tuple, label: jax.Array):
-        """Rule output ``dw`` for every block (masked) and the new rule state."""
-        changes, rule_states = [], []
-        for block, edge_features in enumerate(self.edge_features(network, states, activations, label)):
-            dw, rule_state = self.rule.apply(params, edge_features, network.rule_state[block])
-            changes.append(dw * network.masks[block])
+    def learn(self, params: Any, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> NetworkState:
+        """Apply the rule to every edge after one presentation; returns the network with new weights and rule state.
+
+        A rule with per-block parameters (one that defines ``block_params``) receives only the
+        parameters of the block it updates.
+        """
+        weights, rule_states = [], []
+        for block, edge_features in enumerate(self.edge_features(network, states, activations, learning_signals)):
+            block_params = self.rule.block_params(params, block) if hasattr(self.rule, "block_params") else params
+            dw, rule_state = self.rule.apply(block_params, edge_features, network.rule_state[block])
+            weights.append(network.weights[block] + dw * network.masks[block])
             rule_states.append(rule_state)
-        return tuple(changes), tuple(rule_states)
+        return network._replace(weights=tuple(weights), rule_state=tuple(rule_states))
+
+    def supervised_signals(self, activations: tuple, label: jax.Array) -> LearningSignals:
+        """Learning signals of a labelled example: the output error ``target - a`` and no reward."""
+        error_out = signals.output_error(self.output_target(label), activations[self.topology.output_group])
+        return LearningSignals(error_out=error_out, reward=jnp.float32(0.0))
 
     def present(self, weights: graph.Weights, x: jax.Array, label: jax.Array) -> tuple[tuple, tuple, StepMetrics]:
         """Propagate one labelled example; returns states, activations and its online metrics."""
@@ -139,9 +154,8 @@ class Learner:
     def step(self, params: Any, network: NetworkState, x: jax.Array, label: jax.Array) -> tuple[NetworkState, StepMetrics]:
         """Present one labelled example and apply the rule to every edge."""
         states, activations, metrics = self.present(network.weights, x, label)
-        changes, rule_state = self.weight_changes(params, network, states, activations, label)
-        weights = tuple(w + dw for w, dw in zip(network.weights, changes))
-        return network._replace(weights=weights, rule_state=rule_state), metrics
+        network = self.learn(params, network, states, activations, self.supervised_signals(activations, label))
+        return network, metrics
 
     # Whole lifetime -------------------------------------------------------------------------
 
@@ -195,6 +209,9 @@ class Lifetimes:
         def one(key: jax.Array) -> LifetimeResult:
             key_instance, key_network = split_lifetime_key(key)
             instance = self.task.sample(key_instance, pools)
+            if hasattr(self.task, "lifetime"):
+                # Tasks that run their own lifetime (reinforcement tasks) have no query set to track.
+                return self.task.lifetime(self.learner, params, instance, key_network, plastic=plastic)
             return self.learner.run(params, instance, key_network, plastic=plastic, track_query=track_query)
 
         return jax.vmap(one)(keys)

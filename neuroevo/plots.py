@@ -36,8 +36,15 @@ def plot_fitness(records: list[dict], path: Path, metric: str) -> None:
     plt.close(figure)
 
 
-def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str, float], path: Path, title: str) -> None:
-    """Mean query accuracy after each training example, one line per method.
+def plot_learning_curves(
+    curves: dict[str, np.ndarray | None],
+    finals: dict[str, float],
+    path: Path,
+    title: str,
+    x_label: str = "training examples seen",
+    y_label: str = "query accuracy",
+) -> None:
+    """Mean per-step metric (query accuracy after each training example by default), one line per method.
 
     ``curves`` maps a method to (lifetimes, steps) accuracies; a method whose curve is None
     (multi-pass training) is drawn as a dashed line at its final accuracy from ``finals``.
@@ -53,8 +60,8 @@ def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str,
         half_width = 1.96 * curve.std(axis=0, ddof=1) / np.sqrt(curve.shape[0])
         axis.plot(steps, mean, label=method)
         axis.fill_between(steps, mean - half_width, mean + half_width, alpha=0.2)
-    axis.set_xlabel("training examples seen")
-    axis.set_ylabel("query accuracy")
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

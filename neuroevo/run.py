@@ -28,10 +28,11 @@ import numpy as np
 
 from neuroevo import __version__
 from neuroevo.checkpoint import load_checkpoint, save_checkpoint
+from neuroevo.compare_control import compare_control
 from neuroevo.config import Config, config_from_dict, config_to_dict, read_yaml
 from neuroevo.errors import NeuroevoError
 from neuroevo.evolve import Evolution, EvolutionState
-from neuroevo.experiment import Experiment, MethodResult, build_experiment, compare_heldout
+from neuroevo.experiment import Experiment, build_experiment, compare_heldout
 from neuroevo.io import atomic_write_text, save_rule
 from neuroevo.plots import plot_fitness, plot_learning_curves
 from neuroevo.rules import rule_name
@@ -226,13 +227,16 @@ def _run(
                     line += f"  center: meta-train {record['train_eval']:.4f} meta-test {record['test_eval']:.4f}"
                 log(line + f"  [{_format_seconds(seconds)} elapsed, ~{_format_seconds(remaining)} left]")
 
-    plot_fitness(records, out_dir / "fitness.png", settings.fitness)
+    plot_fitness(records, out_dir / "fitness.png", "return" if experiment.task.metric == "return" else settings.fitness)
     log(f"evolution finished; best center from generation {best.generation} (meta-train {best.train_eval:.4f})")
     if best.generation == 0:
         _save_best_rule(experiment, out_dir, best)
 
     log(f"held-out comparison on {config.evaluation.lifetimes} meta-test lifetimes:")
-    results = compare_heldout(experiment, best.params, log)
+    if experiment.task.metric == "return":
+        results = compare_control(experiment, best.params, log)
+    else:
+        results = compare_heldout(experiment, best.params, log)
     summary = write_summary(
         experiment,
         results,
@@ -254,12 +258,12 @@ def _save_best_rule(experiment: Experiment, out_dir: Path, best: BestRule) -> No
     save_rule(out_dir / "best_rule.safetensors", jax.device_get(best.params), metadata)
 
 
-def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_dir: Path, filename: str, extra: dict | None = None) -> dict:
+def write_summary(experiment: Experiment, results: dict[str, Any], out_dir: Path, filename: str, extra: dict | None = None) -> dict:
     """Write the summary JSON (``filename``) and ``learning_curves.png``; returns the summary."""
     config = experiment.config
     summary: dict[str, Any] = {
         "task": task_name(config.task),
-        "metric": "accuracy",
+        "metric": experiment.task.metric,
         "heldout": {method: result.summary() for method, result in results.items()},
         "notes": {method: result.note for method, result in results.items() if result.note},
         "split": "meta-test",
@@ -268,21 +272,33 @@ def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_
     }
     atomic_write_text(out_dir / filename, json.dumps(summary, indent=2) + "\n")
     task = experiment.task
-    lifetimes = len(next(iter(results.values())).accuracy)
-    plot_learning_curves(
-        {method: result.curve for method, result in results.items()},
-        {method: numbers["mean"] for method, numbers in summary["heldout"].items()},
-        out_dir / "learning_curves.png",
-        f"{task_name(config.task)}: {task.n_way}-way {task.k_shot}-shot, meta-test, {lifetimes} lifetimes",
-    )
+    lifetimes = next(iter(summary["heldout"].values()))["lifetimes"]
+    curves = {method: result.curve for method, result in results.items()}
+    finals = {method: numbers["mean"] for method, numbers in summary["heldout"].items()}
+    if task.metric == "return":
+        title = f"{task.config.env}: meta-test, {lifetimes} lifetimes"
+        plot_learning_curves(curves, finals, out_dir / "learning_curves.png", title, x_label="env step", y_label="reward per step")
+    else:
+        title = f"{task_name(config.task)}: {task.n_way}-way {task.k_shot}-shot, meta-test, {lifetimes} lifetimes"
+        plot_learning_curves(curves, finals, out_dir / "learning_curves.png", title)
     return summary
 
 
-def format_table(summary: dict, results: dict[str, MethodResult]) -> str:
-    rows = [f"{'method':<20}{'accuracy':>10}   {'95% CI':<18} notes"]
+def format_table(summary: dict, results: dict[str, Any]) -> str:
+    """Plain-text table of the held-out scores; return tasks add the recovery-window rewards."""
+    if summary["metric"] != "return":
+        rows = [f"{'method':<20}{summary['metric']:>10}   {'95% CI':<18} notes"]
+        for method, numbers in summary["heldout"].items():
+            low, high = numbers["ci95"]
+            rows.append(f"{method:<20}{numbers['mean']:>10.4f}   [{low:.4f}, {high:.4f}]  {results[method].note}")
+        return "\n".join(rows)
+
+    rows = [f"{'method':<16}{'return':>8}   {'95% CI':<16}{'window':>8}{'perturbed':>11}   notes"]
     for method, numbers in summary["heldout"].items():
         low, high = numbers["ci95"]
-        rows.append(f"{method:<20}{numbers['mean']:>10.4f}   [{low:.4f}, {high:.4f}]  {results[method].note}")
+        interval = f"[{low:.1f}, {high:.1f}]"
+        window, perturbed = numbers["window_return"]["mean"], numbers["window_return_perturbed"]["mean"]
+        rows.append(f"{method:<16}{numbers['mean']:>8.1f}   {interval:<16}{window:>8.1f}{perturbed:>11.1f}   {results[method].note}")
     return "\n".join(rows)
 
 

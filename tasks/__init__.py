@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from neuroevo.tasks.control import ControlConfig, ControlTask
 from neuroevo.tasks.dataset import DatasetError, UserDatasetConfig, UserDatasetTask
 from neuroevo.tasks.digits import DigitsConfig, DigitsTask
 from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, FewShotInstance
@@ -15,6 +16,7 @@ TASK_CONFIGS: dict[str, type] = {
     "wine": WineConfig,
     "breast_cancer": BreastCancerConfig,
     "dataset": UserDatasetConfig,
+    "control": ControlConfig,
 }
 _TASK_CLASSES: dict[type, type] = {
     DigitsConfig: DigitsTask,
@@ -22,6 +24,7 @@ _TASK_CLASSES: dict[type, type] = {
     WineConfig: SklearnTableTask,
     BreastCancerConfig: SklearnTableTask,
     UserDatasetConfig: UserDatasetTask,
+    ControlConfig: ControlTask,
 }
 
 
@@ -40,6 +43,8 @@ def build_task(config: Any) -> Any:
 
 __all__ = [
     "BreastCancerConfig",
+    "ControlConfig",
+    "ControlTask",
     "ClassPools",
     "DatasetError",
     "DigitsConfig",
