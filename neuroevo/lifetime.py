@@ -122,7 +122,7 @@ class Learner:
         )
 
     def learn(self, params: Any, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> NetworkState:
-        """Apply the rule to every edge after one presentation; returns the network with new weights and rule state.
+        """Apply the rule to every edge after one presentation and return the network with new weights and rule state.
 
         A rule with per-block parameters (one that defines ``block_params``) receives only the
         parameters of the block it updates.

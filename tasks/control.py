@@ -1,8 +1,8 @@
 """Reinforcement-learning control tasks on gymnax environments, with held-out physics.
 
 A task instance is one set of environment parameters (``EnvParams``: pole length, masses,
-gravity, ...), drawn uniformly from the meta-train or the meta-test range of each varied
-field; the two ranges of every field are disjoint. A lifetime is a fixed number of env steps,
+gravity, ...). Each varied field is drawn uniformly from its meta-train or its meta-test
+range, and the two ranges of a field are disjoint. A lifetime is a fixed number of env steps,
 one ``lax.scan``: the network acts on the normalised observation (argmax of the outputs for
 discrete actions, ``high * tanh(h_out)`` for continuous ones), and after each step the rule
 updates every edge with the step's reward, or its reward-prediction error against a running
@@ -42,7 +42,7 @@ SPLITS = ("train", "test")
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """What the task needs to know about one supported gymnax environment."""
+    """Per-environment constants: the kind of action and the observation normalisation."""
 
     discrete: bool
     observation_offset: tuple[float, ...]  # subtracted from each observation component
@@ -107,6 +107,7 @@ class ControlConfig:
     def validate(self) -> None:
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"task.env={self.env!r} is not supported; choose one of {', '.join(ENVIRONMENTS)}")
+
         allowed = varied_fields(self.env)
         if not self.vary:
             raise ConfigError(f"task.vary is empty, so meta-train and meta-test would be the same; list fields of {self.env} to vary, from {', '.join(allowed)}")
@@ -115,6 +116,7 @@ class ControlConfig:
                 raise ConfigError(f"task.vary contains {field!r}, which {self.env} cannot vary; choose from {', '.join(allowed)}")
         if len(set(self.vary)) != len(self.vary):
             raise ConfigError(f"task.vary={list(self.vary)} repeats a field; list each once")
+
         for key in ("train_ranges", "test_ranges"):
             ranges = getattr(self, key)
             if len(ranges) != len(self.vary):
@@ -128,6 +130,7 @@ class ControlConfig:
                     f"the meta-train range {list(train)} and meta-test range {list(test)} of {field!r} overlap; "
                     "make them disjoint so meta-test physics are held out"
                 )
+
         if self.episodes < 1:
             raise ConfigError(f"task.episodes={self.episodes} must be at least 1")
         if self.max_steps < 0:
@@ -176,7 +179,7 @@ class WithInitialWeights:
         return tuple(params["initial_weights"][f"block{block}"] for block in range(len(self.topology.blocks)))
 
     def block_params(self, params: Any, block: int) -> Any:
-        """The wrapped rule's parameters for ``block``."""
+        """Select the wrapped rule's parameters for ``block``."""
         if hasattr(self.rule, "block_params"):
             return self.rule.block_params(params["rule"], block)
         return params["rule"]
@@ -244,7 +247,7 @@ class ControlTask:
         )
 
     def prepare_rule(self, rule: Any, topology: graph.Topology) -> Any:
-        """The rule that evolution tunes: ``rule``, or ``rule`` plus initial weights with ``weight_init: evolved``."""
+        """Wrap ``rule`` with evolved initial weights when ``weight_init: evolved``, else return it unchanged."""
         if self.config.weight_init == "evolved":
             return WithInitialWeights(rule, topology)
         return rule
@@ -289,7 +292,7 @@ class ControlTask:
         return env.action_space(env_params).high * jnp.tanh(output_state)
 
     def perturbed(self, learner: Learner, network: NetworkState, key: jax.Array) -> NetworkState:
-        """The network with its weights re-randomised or scaled, as configured."""
+        """Re-randomise or scale the network's weights, as configured."""
         if self.config.perturb_kind == "scale":
             weights = tuple(w * self.config.perturb_scale for w in network.weights)
         else:

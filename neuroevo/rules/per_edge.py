@@ -12,7 +12,7 @@ before ``init``. A rule evolved on one graph therefore does not run on another.
 
 The per-edge ``D`` term alone lets the weights drift towards a direction that evolution
 chooses, ``w(t) = w(0) + t * eta * D``, so after enough steps the network's behaviour no
-longer depends on its random initial weights; Najarro and Risi's networks use the same freedom.
+longer depends on its random initial weights.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class PerEdgeABCDRule:
         return params["eta"] * dw
 
     def apply(self, params: Any, features: EdgeFeatures, state: tuple) -> tuple[jax.Array, tuple]:
-        """dw of one dense block from its coefficients ``params`` (see :meth:`block_params`)."""
+        """Compute dw of one dense block from its coefficients ``params`` (see :meth:`block_params`)."""
         # Post-kind columns follow feature_names: post, then reward when modulated.
         pre = features.pre[..., 0]
         post = features.post[..., 0]
