@@ -93,7 +93,7 @@ class EvolutionConfig:
     std: float = 0.07  # search noise (std_schedule or std_init of the strategy)
     optimizer: Literal["adam", "sgd"] = "adam"  # for strategies that take an optax optimizer
     learning_rate: float = 0.03
-    fitness: Literal["accuracy", "neg_loss"] = "accuracy"
+    fitness: Literal["accuracy", "neg_loss"] = "accuracy"  # return tasks ignore it: their fitness is the mean return
     eval_every: int = 25  # generations between evaluations of the strategy center
     eval_lifetimes: int = 64  # lifetimes per split in those evaluations
     checkpoint_every: int = 25  # generations between checkpoints (and always at the end)

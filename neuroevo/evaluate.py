@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from neuroevo.compare_control import compare_control
 from neuroevo.config import apply_overrides, config_from_dict
 from neuroevo.errors import NeuroevoError
 from neuroevo.experiment import build_experiment, compare_heldout
@@ -68,12 +69,17 @@ def evaluate_rule(
     out_dir = prepare_output_dir(out_dir)
 
     topology = experiment.learner.topology
+    task = experiment.task
+    setting = task.config.env if task.metric == "return" else f"{task.n_way}-way {task.k_shot}-shot"
     log(
         f"evaluating {rule_path} on {task_name(config.task)} ({experiment.task.describe()}, "
         f"network {' -> '.join(str(size) for size in (topology.n_inputs, *config.network.hidden, topology.n_outputs))}, "
         f"{config.evaluation.lifetimes} meta-test lifetimes)"
     )
-    results = compare_heldout(experiment, loaded.params, log, extended=True)
+    if task.metric == "return":
+        results = compare_control(experiment, loaded.params, log)
+    else:
+        results = compare_heldout(experiment, loaded.params, log, extended=True)
     summary = write_summary(experiment, results, out_dir, "evaluation.json", extra={"rule_file": str(rule_path)})
     log(format_table(summary, results))
     log(f"wrote {out_dir / 'evaluation.json'} and {out_dir / 'learning_curves.png'}")

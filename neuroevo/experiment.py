@@ -14,6 +14,7 @@ from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
 from neuroevo.errors import ConfigError
 from neuroevo.evolve import Evolution
+from neuroevo.features import FEATURES
 from neuroevo.lifetime import HIGHER_IS_BETTER, Learner, LifetimeResult, Lifetimes
 from neuroevo.metagrad import MetaGradient
 from neuroevo.rules import build_rule
@@ -59,6 +60,18 @@ class Experiment:
         return jax.random.split(self.key(_KEY_SWEEP), self.config.evaluation.sweep_lifetimes)
 
 
+def check_signals(feature_names: tuple[str, ...], task: Any, label: str) -> None:
+    """Raise ConfigError when the rule reads a feature whose learning signal the task does not provide."""
+    provided = set(getattr(task, "signals", ()))
+    missing = [name for name in feature_names if FEATURES[name].requires and FEATURES[name].requires not in provided]
+    if missing:
+        needs = sorted({FEATURES[name].requires for name in missing})
+        raise ConfigError(
+            f"rule features {', '.join(missing)} need a {' and '.join(needs)} signal that task {label!r} does not provide "
+            f"(it provides: {', '.join(sorted(provided)) or 'none'}); remove them from rule.features"
+        )
+
+
 def build_experiment(config: Config) -> Experiment:
     """Instantiate task, topology, rule and learner; impossible sizes raise ConfigError."""
     task = build_task(config.task)
@@ -73,9 +86,15 @@ def build_experiment(config: Config) -> Experiment:
         bias=network.bias,
         ticks=network.ticks,
     )
+    rule = build_rule(config.rule)
+    if hasattr(rule, "for_topology"):
+        rule = rule.for_topology(topology)
+    if hasattr(task, "prepare_rule"):
+        rule = task.prepare_rule(rule, topology)
+    check_signals(rule.feature_names, task, task_name(config.task))
     learner = Learner(
         topology=topology,
-        rule=build_rule(config.rule),
+        rule=rule,
         feedback=config.signal.feedback,
         weight_init=network.init,
         weight_gain=network.init_gain,
@@ -92,7 +111,13 @@ def check_task_fit(config: Config, task: Any) -> None:
             f"network.output_activation=softmax does not fit the {name} task, whose outputs are not class "
             f"probabilities; set network.output_activation={task.output_activation}"
         )
-    if config.evolution.fitness == "accuracy" and task.metric != "accuracy":
+    if task.metric == "return" and config.network.output_activation != task.output_activation:
+        raise ConfigError(
+            f"network.output_activation={config.network.output_activation} does not fit the {name} task, whose actions "
+            f"are decoded from {task.output_activation} outputs; set network.output_activation={task.output_activation}"
+        )
+    # Return tasks always use the mean episode return as fitness, so evolution.fitness does not apply.
+    if config.evolution.fitness == "accuracy" and task.metric not in ("accuracy", "return"):
         raise ConfigError(
             f"evolution.fitness=accuracy does not fit the {name} task, which reports {task.metric}; set evolution.fitness=neg_loss"
         )

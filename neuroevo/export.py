@@ -68,6 +68,12 @@ def load_rule(path: str | Path) -> LoadedRule:
     """
     params, metadata = read_rule_file(Path(path))
     rule = rule_from_metadata(metadata.get("rule"), str(path))
+    source_task = metadata.get("source_config", {}).get("task", {}) if isinstance(metadata.get("source_config"), dict) else {}
+    if hasattr(rule, "for_topology") or (isinstance(source_task, dict) and source_task.get("weight_init") == "evolved"):
+        raise NeuroevoError(
+            f"{str(path)!r} contains per-edge rule parameters or evolved initial weights, which fit only the graph they "
+            "were evolved on, so it cannot be loaded as a portable rule; its run's summary.json has its held-out scores"
+        )
     template = rule.init(jax.random.key(0))
     template_shapes = jax.tree.map(jnp.shape, template)
     try:

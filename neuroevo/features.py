@@ -40,6 +40,7 @@ FEATURES: dict[str, Feature] = {
     "post_state": Feature("post", "postsynaptic state h_i (before the activation function)"),
     "weight": Feature("edge", "current weight w_ij"),
     "error": Feature("post", "postsynaptic error e_i delivered by the feedback pathway", requires="error"),
+    "reward": Feature("post", "reward (or reward-prediction error) of the last action, the same scalar at every neuron", requires="reward"),
     "in_mean": Feature("post", "mean weight of the existing edges into neuron i"),
     "in_norm": Feature("post", "L2 norm of the weights into neuron i"),
     "out_mean": Feature("pre", "mean weight of the existing edges out of neuron j"),
@@ -53,6 +54,7 @@ class NeuronContext(NamedTuple):
     activation: jax.Array  # (n,)
     state: jax.Array  # (n,)
     error: jax.Array  # (n,)
+    reward: jax.Array  # (n,) the scalar reward signal, broadcast
     in_mean: jax.Array  # (n,)
     in_norm: jax.Array  # (n,)
     out_mean: jax.Array  # (n,)
@@ -64,6 +66,7 @@ _CONTEXT_FIELD = {
     "post": "activation",
     "post_state": "state",
     "error": "error",
+    "reward": "reward",
     "in_mean": "in_mean",
     "in_norm": "in_norm",
     "out_mean": "out_mean",
@@ -114,8 +117,12 @@ def neuron_contexts(
     states: tuple[jax.Array, ...],
     activations: tuple[jax.Array, ...],
     errors: tuple[jax.Array, ...],
+    reward: jax.Array | float = 0.0,
 ) -> tuple[NeuronContext, ...]:
-    """Collect every per-neuron quantity, with neighbour-weight statistics over all blocks."""
+    """Collect every per-neuron quantity, with neighbour-weight statistics over all blocks.
+
+    ``reward`` is a scalar learning signal (0 for tasks without rewards), given to every neuron.
+    """
     n_groups = len(topology.group_sizes)
     in_sum = [jnp.zeros((size,)) for size in topology.group_sizes]
     in_sq = [jnp.zeros((size,)) for size in topology.group_sizes]
@@ -136,6 +143,7 @@ def neuron_contexts(
             activation=activations[group],
             state=states[group],
             error=errors[group],
+            reward=jnp.full((topology.group_sizes[group],), reward, jnp.float32),
             in_mean=in_sum[group] / jnp.maximum(in_count[group], 1.0),
             in_norm=jnp.sqrt(in_sq[group]),
             out_mean=out_sum[group] / jnp.maximum(out_count[group], 1.0),

@@ -141,17 +141,22 @@ class Learner:
     def edge_features(self, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> tuple[feature_lib.EdgeFeatures, ...]:
         """Compute the rule's features for every block after one presentation."""
         errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, learning_signals.error_out)
-        contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors)
+        contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors, learning_signals.reward)
         return tuple(
             feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])
             for block, (src, dst) in enumerate(self.topology.blocks)
         )
 
     def learn(self, params: Any, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> NetworkState:
-        """Apply the rule to every existing edge after one presentation; returns the updated network."""
+        """Apply the rule to every existing edge after one presentation; returns the updated network.
+
+        A rule with per-block parameters (one that defines ``block_params``) receives only the
+        parameters of the block it updates.
+        """
         weights, rule_states = [], []
         for block, edge_features in enumerate(self.edge_features(network, states, activations, learning_signals)):
-            dw, rule_state = self.rule.apply(params, edge_features, network.rule_state[block])
+            block_params = self.rule.block_params(params, block) if hasattr(self.rule, "block_params") else params
+            dw, rule_state = self.rule.apply(block_params, edge_features, network.rule_state[block])
             weights.append(network.weights[block] + dw * network.masks[block])
             rule_states.append(rule_state)
         return network._replace(weights=tuple(weights), rule_state=tuple(rule_states))

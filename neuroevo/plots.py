@@ -36,8 +36,17 @@ def plot_fitness(records: list[dict], path: Path, metric: str) -> None:
     plt.close(figure)
 
 
-def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str, float], path: Path, title: str, metric: str = "accuracy") -> None:
-    """Mean query ``metric`` after each training example, one line per method.
+def plot_learning_curves(
+    curves: dict[str, np.ndarray | None],
+    finals: dict[str, float],
+    path: Path,
+    title: str,
+    metric: str = "accuracy",
+) -> None:
+    """Plot the mean per-step ``metric`` of each method, one line per method.
+
+    For supervised tasks a step is one training example and the value the query ``metric``
+    after it; for return tasks a step is one env step and the value its reward.
 
     ``curves`` maps a method to (lifetimes, steps) metric values; a method whose curve is None
     (multi-pass training) is drawn as a dashed line at its final value from ``finals``.
@@ -53,8 +62,12 @@ def plot_learning_curves(curves: dict[str, np.ndarray | None], finals: dict[str,
         half_width = 1.96 * curve.std(axis=0, ddof=1) / np.sqrt(curve.shape[0])
         axis.plot(steps, mean, label=method)
         axis.fill_between(steps, mean - half_width, mean + half_width, alpha=0.2)
-    axis.set_xlabel("training examples seen")
-    axis.set_ylabel(f"query {metric}")
+    if metric == "return":
+        axis.set_xlabel("env step")
+        axis.set_ylabel("reward per step")
+    else:
+        axis.set_xlabel("training examples seen")
+        axis.set_ylabel(f"query {metric}")
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

@@ -32,10 +32,11 @@ import numpy as np
 
 from neuroevo import __version__
 from neuroevo.checkpoint import load_checkpoint, save_checkpoint
+from neuroevo.compare_control import compare_control
 from neuroevo.config import Config, config_from_dict, config_to_dict, read_yaml
 from neuroevo.errors import NeuroevoError
 from neuroevo.evolve import Evolution, EvolutionState
-from neuroevo.experiment import Experiment, MethodResult, build_experiment, compare_heldout
+from neuroevo.experiment import Experiment, build_experiment, compare_heldout
 from neuroevo.io import atomic_write_text, save_rule
 from neuroevo.metagrad import MetaGradient, MetaGradientState
 from neuroevo.plots import plot_fitness, plot_learning_curves
@@ -259,13 +260,16 @@ def _run(
                     line += f"  center: meta-train {record['train_eval']:.4f} meta-test {record['test_eval']:.4f}"
                 log(line + f"  [{_format_seconds(seconds)} elapsed, ~{_format_seconds(remaining)} left]")
 
-    plot_fitness(records, out_dir / "fitness.png", settings.fitness)
+    plot_fitness(records, out_dir / "fitness.png", "return" if experiment.task.metric == "return" else settings.fitness)
     log(f"evolution finished; best center from generation {best.generation} (meta-train {best.train_eval:.4f})")
     if best.generation == 0:
         _save_best_rule(experiment, out_dir, best)
 
     log(f"held-out comparison on {config.evaluation.lifetimes} meta-test lifetimes:")
-    results = compare_heldout(experiment, best.params, log)
+    if experiment.task.metric == "return":
+        results = compare_control(experiment, best.params, log)
+    else:
+        results = compare_heldout(experiment, best.params, log)
     summary = write_summary(
         experiment,
         results,
@@ -287,7 +291,7 @@ def _save_best_rule(experiment: Experiment, out_dir: Path, best: BestRule) -> No
     save_rule(out_dir / "best_rule.safetensors", jax.device_get(best.params), metadata)
 
 
-def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_dir: Path, filename: str, extra: dict | None = None) -> dict:
+def write_summary(experiment: Experiment, results: dict[str, Any], out_dir: Path, filename: str, extra: dict | None = None) -> dict:
     """Write the summary JSON (``filename``) and ``learning_curves.png``; returns the summary."""
     config = experiment.config
     task = experiment.task
@@ -300,11 +304,11 @@ def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_
         "task_config": config_to_dict(config)["task"],
         **(extra or {}),
     }
-    task_metrics = {method: {name: mean_ci95(values) for name, values in result.extra.items()} for method, result in results.items() if result.extra}
+    task_metrics = {method: {name: mean_ci95(values) for name, values in result.extra.items()} for method, result in results.items() if getattr(result, "extra", None)}
     if task_metrics:
         summary["heldout_task_metrics"] = task_metrics
     atomic_write_text(out_dir / filename, json.dumps(summary, indent=2) + "\n")
-    lifetimes = len(next(iter(results.values())).values)
+    lifetimes = next(iter(summary["heldout"].values()))["lifetimes"]
     plot_learning_curves(
         {method: result.curve for method, result in results.items()},
         {method: numbers["mean"] for method, numbers in summary["heldout"].items()},
@@ -315,8 +319,17 @@ def write_summary(experiment: Experiment, results: dict[str, MethodResult], out_
     return summary
 
 
-def format_table(summary: dict, results: dict[str, MethodResult]) -> str:
-    """Text table of the held-out metric per method, then any task-specific metrics."""
+def format_table(summary: dict, results: dict[str, Any]) -> str:
+    """Text table of the held-out metric per method, then any task-specific metrics; return tasks add the recovery-window rewards."""
+    if summary["metric"] == "return":
+        rows = [f"{'method':<16}{'return':>8}   {'95% CI':<16}{'window':>8}{'perturbed':>11}   notes"]
+        for method, numbers in summary["heldout"].items():
+            low, high = numbers["ci95"]
+            interval = f"[{low:.1f}, {high:.1f}]"
+            window, perturbed = numbers["window_return"]["mean"], numbers["window_return_perturbed"]["mean"]
+            rows.append(f"{method:<16}{numbers['mean']:>8.1f}   {interval:<16}{window:>8.1f}{perturbed:>11.1f}   {results[method].note}")
+        return "\n".join(rows)
+
     rows = [f"{'method':<20}{summary['metric']:>10}   {'95% CI':<18} notes"]
     for method, numbers in summary["heldout"].items():
         low, high = numbers["ci95"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from neuroevo.tasks.continual import ContinualDigitsConfig, ContinualDigitsTask, ContinualInstance
+from neuroevo.tasks.control import ControlConfig, ControlTask
 from neuroevo.tasks.dataset import DatasetError, UserDatasetConfig, UserDatasetTask
 from neuroevo.tasks.digits import DigitsConfig, DigitsTask
 from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, FewShotInstance
@@ -19,6 +20,7 @@ TASK_CONFIGS: dict[str, type] = {
     "dataset": UserDatasetConfig,
     "sinusoid": SinusoidConfig,
     "continual_digits": ContinualDigitsConfig,
+    "control": ControlConfig,
 }
 _TASK_CLASSES: dict[type, type] = {
     DigitsConfig: DigitsTask,
@@ -28,6 +30,7 @@ _TASK_CLASSES: dict[type, type] = {
     UserDatasetConfig: UserDatasetTask,
     SinusoidConfig: SinusoidTask,
     ContinualDigitsConfig: ContinualDigitsTask,
+    ControlConfig: ControlTask,
 }
 
 
@@ -46,6 +49,8 @@ def build_task(config: Any) -> Any:
 
 __all__ = [
     "BreastCancerConfig",
+    "ControlConfig",
+    "ControlTask",
     "ClassPools",
     "ContinualDigitsConfig",
     "ContinualDigitsTask",

@@ -20,6 +20,7 @@ FEATURE_KINDS = {
     "post_state": "post",
     "weight": "edge",
     "error": "post",
+    "reward": "post",
     "in_mean": "post",
     "in_norm": "post",
     "out_mean": "pre",

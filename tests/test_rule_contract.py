@@ -28,10 +28,34 @@ def case_id(case) -> str:
     return "-".join([name, *(f"{key}={value}" for key, value in options.items())])
 
 
+class OneBlock:
+    """A rule with per-block parameters (abcd_per_edge), sized for one (N_DST, N_SRC) block and seen through the shared-rule protocol."""
+
+    def __init__(self, rule):
+        self.rule = rule.for_topology(graph.layered_topology(N_SRC, (), N_DST, bias=False))
+        self.feature_names = self.rule.feature_names
+
+    def init(self, key):
+        return self.rule.block_params(self.rule.init(key), 0)
+
+    def random_params(self, key):
+        return self.rule.block_params(self.rule.random_params(key), 0)
+
+    def init_state(self, shape):
+        return self.rule.init_state(shape)
+
+    def apply(self, params, features, state):
+        return self.rule.apply(params, features, state)
+
+    def apply_dense(self, params, features):
+        return self.rule.apply_dense(params, features)
+
+
 @pytest.fixture(params=RULE_CASES, ids=case_id)
 def rule(request):
     name, options = request.param
-    return build_rule(RULE_CONFIGS[name](**options))
+    built = build_rule(RULE_CONFIGS[name](**options))
+    return OneBlock(built) if hasattr(built, "block_params") else built
 
 
 def random_features(names: tuple[str, ...], seed: int) -> feature_lib.EdgeFeatures:
@@ -132,7 +156,9 @@ def test_jitted_apply_no_retrace(rule):
 
 def test_tiny_evolution_runs(rule):
     task = build_task(DigitsConfig(n_way=3, k_shot=2, n_query=3))
-    learner = Learner(graph.layered_topology(64, (), 3), rule, feedback="none")
+    topology = graph.layered_topology(64, (), 3)
+    rule = rule.rule.for_topology(topology) if isinstance(rule, OneBlock) else rule
+    learner = Learner(topology, rule, feedback="none")
     config = EvolutionConfig(population=8, lifetimes_per_member=2, std=0.1, learning_rate=0.05)
     evolution = Evolution(learner, task, config, rule.init(jax.random.key(0)))
     state = evolution.init(jax.random.key(1))

@@ -37,7 +37,15 @@ def blobs_dataset(tmp_path_factory) -> dict:
     return {"path": str(path), "n_way": 2, "k_shot": 2, "n_query": 3, "train_classes": [0, 1], "test_classes": [2, 3]}
 
 
-@pytest.fixture(scope="module", params=sorted(TASK_CONFIGS))
+SUPERVISED_TASKS = sorted({*SMALL_OPTIONS, "dataset"})
+
+
+def test_every_task_has_a_contract():
+    # Control tasks have no training stream; tests/test_control.py checks their contract.
+    assert set(TASK_CONFIGS) == {*SUPERVISED_TASKS, "control"}
+
+
+@pytest.fixture(scope="module", params=SUPERVISED_TASKS)
 def task_setup(request, tmp_path_factory):
     name = request.param
     options = blobs_dataset(tmp_path_factory) if name == "dataset" else SMALL_OPTIONS[name]

@@ -7,9 +7,10 @@ from typing import Any
 from neuroevo.rules.base import Rule
 from neuroevo.rules.hebbian import ABCDRule, ABCDRuleConfig
 from neuroevo.rules.mlp import MLPRule, MLPRuleConfig
+from neuroevo.rules.per_edge import PerEdgeABCDRule, PerEdgeABCDRuleConfig
 
-RULE_CONFIGS: dict[str, type] = {"mlp": MLPRuleConfig, "abcd": ABCDRuleConfig}
-_RULE_CLASSES: dict[type, type] = {MLPRuleConfig: MLPRule, ABCDRuleConfig: ABCDRule}
+RULE_CONFIGS: dict[str, type] = {"mlp": MLPRuleConfig, "abcd": ABCDRuleConfig, "abcd_per_edge": PerEdgeABCDRuleConfig}
+_RULE_CLASSES: dict[type, type] = {MLPRuleConfig: MLPRule, ABCDRuleConfig: ABCDRule, PerEdgeABCDRuleConfig: PerEdgeABCDRule}
 
 
 def rule_name(config: Any) -> str:
@@ -25,4 +26,4 @@ def build_rule(config: Any) -> Rule:
     return _RULE_CLASSES[type(config)].from_config(config)
 
 
-__all__ = ["ABCDRule", "ABCDRuleConfig", "MLPRule", "MLPRuleConfig", "RULE_CONFIGS", "Rule", "build_rule", "rule_name"]
+__all__ = ["ABCDRule", "ABCDRuleConfig", "MLPRule", "MLPRuleConfig", "PerEdgeABCDRule", "PerEdgeABCDRuleConfig", "RULE_CONFIGS", "Rule", "build_rule", "rule_name"]

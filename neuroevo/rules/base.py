@@ -13,6 +13,11 @@ functions, in the style of an optax transform:
 
 The same params serve every block and every graph size, because the rule is shared by all
 edges. That is what makes a rule portable between tasks.
+
+A rule with parameters per edge (``abcd_per_edge``) is the exception. It defines two more
+methods: ``for_topology(topology) -> rule``, which sizes it before ``init``, and
+``block_params(params, block) -> params``, which the lifetime calls to pass ``apply`` only the
+parameters of the block it updates.
 """
 
 from __future__ import annotations
