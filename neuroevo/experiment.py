@@ -73,6 +73,7 @@ def build_experiment(config: Config) -> Experiment:
         weight_init=network.init,
         weight_gain=network.init_gain,
         fitness=config.evolution.fitness,
+        trace_decay=network.trace_decay,
     )
     return Experiment(config, task, learner, task.data("train"), task.data("test"))
 

@@ -18,7 +18,7 @@ from jax import lax
 
 from neuroevo import features as feature_lib
 from neuroevo import graph, signals
-from neuroevo.rules.base import Rule
+from neuroevo.rules.base import Rule, bind, block_params
 from neuroevo.tasks.fewshot import FewShotInstance
 
 
@@ -29,6 +29,8 @@ class NetworkState(NamedTuple):
     masks: graph.Weights  # per block (n_dst, n_src), 1.0 where an edge exists
     feedback: signals.FeedbackMatrices  # fixed random matrices of the pathway, or None (see signals.py)
     rule_state: tuple  # per block, the rule's per-edge state
+    traces: tuple[jax.Array, ...]  # per group (n,), exponential trace of the activations (features pre_trace, post_trace)
+    edge_age: graph.Weights  # per block (n_dst, n_src), steps each edge has existed (feature edge_age)
 
 
 class StepMetrics(NamedTuple):
@@ -66,6 +68,12 @@ class Learner:
     weight_init: str = "normal"
     weight_gain: float = 1.0
     fitness: str = "accuracy"  # "accuracy" or "neg_loss"
+    trace_decay: float = 0.8  # d in trace <- d * trace + (1 - d) * a
+
+    def __post_init__(self):
+        # A per-edge rule needs this graph's block shapes; a shared rule is unchanged.
+        shapes = tuple(self.topology.block_shape(block) for block in range(len(self.topology.blocks)))
+        object.__setattr__(self, "rule", bind(self.rule, shapes))
 
     def init_network(self, key: jax.Array) -> NetworkState:
         """Fresh random weights and feedback matrices for one lifetime."""
@@ -77,6 +85,8 @@ class Learner:
             masks=masks,
             feedback=signals.init_feedback(key_feedback, self.topology, self.feedback),
             rule_state=tuple(self.rule.init_state(self.topology.block_shape(b)) for b in range(len(self.topology.blocks))),
+            traces=tuple(jnp.zeros((size,), jnp.float32) for size in self.topology.group_sizes),
+            edge_age=tuple(jnp.zeros_like(mask) for mask in masks),
         )
 
     # Forward pass and loss ------------------------------------------------------------------
@@ -105,14 +115,24 @@ class Learner:
 
     # One plastic step ------------------------------------------------------------------------
 
+    def updated_traces(self, network: NetworkState, activations: tuple) -> tuple[jax.Array, ...]:
+        """Activation traces after this presentation: ``d * trace + (1 - d) * a`` per group."""
+        decay = self.trace_decay
+        return tuple(decay * trace + (1.0 - decay) * activation for trace, activation in zip(network.traces, activations))
+
     def edge_features(self, network: NetworkState, states: tuple, activations: tuple, label: jax.Array) -> tuple[feature_lib.EdgeFeatures, ...]:
-        """Compute the rule's features for every block, after presenting an example with ``label``."""
+        """Compute the rule's features for every block, after presenting an example with ``label``.
+
+        Traces include the current presentation; the reward feature is zero, because
+        labelled examples carry no reward.
+        """
         out = self.topology.output_group
         error_out = signals.output_error(self.output_target(label), activations[out])
         errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, error_out)
-        contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors)
+        traces = self.updated_traces(network, activations)
+        contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors, traces)
         return tuple(
-            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])
+            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block], network.edge_age[block])
             for block, (src, dst) in enumerate(self.topology.blocks)
         )
 
@@ -120,7 +140,7 @@ class Learner:
         """Rule output ``dw`` for every block (masked) and the new rule state."""
         changes, rule_states = [], []
         for block, edge_features in enumerate(self.edge_features(network, states, activations, label)):
-            dw, rule_state = self.rule.apply(params, edge_features, network.rule_state[block])
+            dw, rule_state = self.rule.apply(block_params(self.rule, params, block), edge_features, network.rule_state[block])
             changes.append(dw * network.masks[block])
             rule_states.append(rule_state)
         return tuple(changes), tuple(rule_states)
@@ -141,7 +161,9 @@ class Learner:
         states, activations, metrics = self.present(network.weights, x, label)
         changes, rule_state = self.weight_changes(params, network, states, activations, label)
         weights = tuple(w + dw for w, dw in zip(network.weights, changes))
-        return network._replace(weights=weights, rule_state=rule_state), metrics
+        traces = self.updated_traces(network, activations)
+        edge_age = tuple(age + mask for age, mask in zip(network.edge_age, network.masks))
+        return network._replace(weights=weights, rule_state=rule_state, traces=traces, edge_age=edge_age), metrics
 
     # Whole lifetime -------------------------------------------------------------------------
 
