@@ -14,7 +14,7 @@ from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
 from neuroevo.evolve import Evolution
 from neuroevo.lifetime import Learner, LifetimeResult, Lifetimes
-from neuroevo.rules import build_rule
+from neuroevo.rules import BCMRule, Rule, ThreeFactorRule, build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
 from neuroevo.tasks import build_task
@@ -103,6 +103,16 @@ def _best(values: tuple[float, ...], scores: list[float]) -> float:
     return values[int(np.argmax(finite))]
 
 
+def classic_baselines() -> list[tuple[str, Rule]]:
+    """Fixed-coefficient rules compared in ``evaluate``: the classic one-eta rules, then the
+    BCM and three-factor families at their initial coefficients. Only ``eta`` is tuned.
+    """
+    rules: list[tuple[str, Rule]] = [(kind, ClassicRule(kind)) for kind in CLASSIC_RULES]
+    rules.append(("bcm", BCMRule()))
+    rules.append(("three_factor", ThreeFactorRule()))
+    return rules
+
+
 def compare_heldout(
     experiment: Experiment,
     rule_params: Any,
@@ -113,8 +123,8 @@ def compare_heldout(
 
     Methods: ``evolved``, ``no_plasticity`` (initial weights kept), ``random_rule`` (a rule
     with freshly initialised parameters), ``sgd_one_pass`` and ``sgd_multi_pass`` (optax SGD).
-    ``extended`` adds ``adam_one_pass`` and the classic rules of
-    :mod:`neuroevo.rules.classic`. Every learning rate comes from a sweep on meta-train
+    ``extended`` adds ``adam_one_pass`` and the fixed-coefficient rules of
+    :func:`classic_baselines`. Every learning rate comes from a sweep on meta-train
     lifetimes; meta-test lifetimes only score.
     """
     evaluation = experiment.config.evaluation
@@ -145,12 +155,14 @@ def compare_heldout(
             results[name].curve = None
 
     if extended:
-        for kind in CLASSIC_RULES:
-            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=ClassicRule(kind)), experiment.task)
+        for kind, rule in classic_baselines():
+            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=rule), experiment.task)
             etas = evaluation.learning_rates
-            scores = [float(score) for score in classic.sweep({"eta": jnp.asarray(etas, jnp.float32)}, train, sweep_keys)]
+            fixed = rule.init(experiment.key(_KEY_RULE_INIT))
+            swept = {**jax.tree.map(lambda value: jnp.broadcast_to(value, (len(etas),)), fixed), "eta": jnp.asarray(etas, jnp.float32)}
+            scores = [float(score) for score in classic.sweep(swept, train, sweep_keys)]
             _sweep_note(f"{kind} eta", etas, scores, log)
             eta = _best(etas, scores)
-            result = classic.evaluate({"eta": jnp.float32(eta)}, test, keys, track_query=True)
+            result = classic.evaluate({**fixed, "eta": jnp.float32(eta)}, test, keys, track_query=True)
             results[kind] = _method_result(result, f"eta={eta:g} from meta-train sweep")
     return results

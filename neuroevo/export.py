@@ -20,7 +20,7 @@ from neuroevo.config import build_section
 from neuroevo.errors import ConfigError, NeuroevoError
 from neuroevo.features import EdgeFeatures
 from neuroevo.io import read_rule_file, save_rule
-from neuroevo.rules import RULE_CONFIGS, Rule, bind, build_rule, is_per_edge
+from neuroevo.rules import RULE_CONFIGS, Rule, bind, block_params, build_rule, is_per_edge
 from neuroevo.rules.base import block_key
 
 BEST_RULE_NAME = "best_rule.safetensors"
@@ -47,9 +47,9 @@ class LoadedRule:
             raise ValueError(f"features have {features.shape[-1]} columns, but the rule reads {len(self.feature_names)}: {', '.join(self.feature_names)}")
         return self.rule.apply_dense(self.params, features)
 
-    def apply(self, features: EdgeFeatures, state: Any = ()) -> tuple[jax.Array, Any]:
-        """Factored evaluation on one block of edges, as inside a lifetime."""
-        return self.rule.apply(self.params, features, state)
+    def apply(self, features: EdgeFeatures, state: Any = (), block: int = 0) -> tuple[jax.Array, Any]:
+        """Factored evaluation on one block of edges, as inside a lifetime; ``block`` matters only for per-edge rules."""
+        return self.rule.apply(block_params(self.rule, self.params, block), features, state)
 
 
 def rule_from_metadata(rule_section: Any, source: str) -> Rule:
