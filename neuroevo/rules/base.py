@@ -69,7 +69,7 @@ def bind(rule: Rule, block_shapes: tuple[tuple[int, ...], ...]) -> Rule:
 
 
 def block_params(rule: Rule, params: Any, block: int) -> Any:
-    """The params that ``apply`` receives for block ``block``: all of them for a shared rule."""
+    """Select the params that ``apply`` receives for block ``block``; a shared rule receives all of them."""
     if not is_per_edge(rule):
         return params
     return params[block_key(block)]

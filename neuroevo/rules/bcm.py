@@ -10,9 +10,9 @@ grows when ``a_i`` is above it and shrinks when below:
 
 ``theta_i`` is a running mean of ``a_i^2`` with decay ``d = sigmoid(params["decay_logit"])``,
 which evolution tunes on the logit scale so that a step of the same size matters as much
-near ``d = 0.5`` as near ``d = 0.99``. The rule state keeps ``theta`` per edge, because an
-edge list does not tell the rule which edges share a postsynaptic neuron; edges into the
-same neuron hold equal values. Evolution starts from this rule with ``eta = eta_init``.
+near ``d = 0.5`` as near ``d = 0.99``. The rule state stores ``theta`` per edge, because an
+edge list does not tell the rule which edges share a postsynaptic neuron. Edges into the
+same neuron therefore store equal values. Evolution starts from this rule with ``eta = eta_init``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class BCMRule:
         return cls(config.eta_init, config.decay_init)
 
     def init(self, key: jax.Array) -> Any:
-        """The BCM rule with ``eta = eta_init`` and decay ``decay_init``."""
+        """Return the BCM rule with ``eta = eta_init`` and threshold decay ``decay_init``."""
         return {"eta": jnp.float32(self.eta_init), "decay_logit": jnp.float32(logit(self.decay_init))}
 
     def random_params(self, key: jax.Array) -> Any:

@@ -10,7 +10,7 @@ weight itself stays, and a GRU cell turns an edge's features into its weight cha
 The hidden state ``h_ij`` (H floats per edge) lives in the rule state and is carried through
 the lifetime. As in the MLP rule, the input projections of the three gates split by feature
 kind, ``W f_ij = W_post f_i + W_pre f_j + W_edge f_ij``, so the (n_dst, n_src, F) feature
-tensor is never built; only the recurrent part ``U h_ij`` is computed per edge. The readout
+tensor is never built. Only the recurrent part ``U h_ij`` is computed per edge. The readout
 (v, c) starts at zero, so the initial rule changes no weight.
 """
 
@@ -72,7 +72,7 @@ class GRURule:
         return {"cell": cell["params"], "readout": readout["params"]}
 
     def init(self, key: jax.Array) -> Any:
-        """A random cell and a zero readout: the initial rule changes no weight."""
+        """Draw a random cell and zero the readout, so the initial rule changes no weight."""
         params = self.random_params(key)
         params["readout"] = jax.tree.map(jnp.zeros_like, params["readout"])
         return params

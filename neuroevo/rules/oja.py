@@ -1,4 +1,4 @@
-"""Oja's rule with an evolvable learning rate and decay factor.
+"""Oja's rule with an evolvable learning rate and weight-decay factor.
 
 Oja 1982, "Simplified neuron model as a principal component analyzer":
 ``dw_ij = eta * a_i * (a_j - alpha * a_i * w_ij)``. With ``alpha = 1`` this is Oja's rule,

@@ -31,7 +31,7 @@ MAX_MONOMIALS = 1000  # more coefficients than evolution strategies here handle 
 
 
 def monomials(n_features: int, degree: int) -> tuple[tuple[int, ...], ...]:
-    """Every monomial up to ``degree`` as a tuple of feature indices (repeats for powers); ``()`` is the constant."""
+    """List every monomial up to ``degree`` as a tuple of feature indices, repeated for powers; ``()`` is the constant."""
     return tuple(term for order in range(degree + 1) for term in itertools.combinations_with_replacement(range(n_features), order))
 
 
