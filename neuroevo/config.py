@@ -38,6 +38,7 @@ class NetworkConfig:
     ticks: int = 0  # propagation ticks per presentation; 0 means the number of weight layers
     init: Literal["normal", "uniform", "zeros"] = "normal"
     init_gain: float = 1.0  # weight std is init_gain / sqrt(fan_in)
+    trace_decay: float = 0.8  # features pre_trace, post_trace: trace <- trace_decay * trace + (1 - trace_decay) * a
 
     def validate(self) -> None:
         if any(width < 1 for width in self.hidden):
@@ -55,6 +56,8 @@ class NetworkConfig:
             )
         if self.init_gain < 0:
             raise ConfigError(f"network.init_gain={self.init_gain} is negative; use a value >= 0")
+        if not 0.0 <= self.trace_decay < 1.0:
+            raise ConfigError(f"network.trace_decay={self.trace_decay} must be in [0, 1); 0 makes a trace equal the current activation")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from neuroevo.compare_control import compare_control
 from neuroevo.config import apply_overrides, config_from_dict
 from neuroevo.errors import NeuroevoError
 from neuroevo.experiment import build_experiment, compare_heldout
-from neuroevo.export import find_rule_file, load_rule
+from neuroevo.export import check_same_graph, find_rule_file, load_rule
 from neuroevo.features import FEATURES
 from neuroevo.run import format_table, prepare_output_dir, write_summary
 from neuroevo.tasks import task_name
@@ -65,6 +65,7 @@ def evaluate_rule(
 
     experiment = build_experiment(config)
     check_features_available(loaded.feature_names, experiment.task, task_name(config.task))
+    check_same_graph(loaded, experiment.learner.rule)
     out_dir = Path(out) if out else Path("evaluations") / f"{rule_path.stem}-{task_name(config.task)}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = prepare_output_dir(out_dir)
 

@@ -17,7 +17,7 @@ from neuroevo.evolve import Evolution
 from neuroevo.features import FEATURES
 from neuroevo.lifetime import HIGHER_IS_BETTER, Learner, LifetimeResult, Lifetimes
 from neuroevo.metagrad import MetaGradient
-from neuroevo.rules import build_rule
+from neuroevo.rules import BCMRule, Rule, ThreeFactorRule, build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
 from neuroevo.tasks import build_task, task_name
@@ -87,8 +87,6 @@ def build_experiment(config: Config) -> Experiment:
         ticks=network.ticks,
     )
     rule = build_rule(config.rule)
-    if hasattr(rule, "for_topology"):
-        rule = rule.for_topology(topology)
     if hasattr(task, "prepare_rule"):
         rule = task.prepare_rule(rule, topology)
     check_signals(rule.feature_names, task, task_name(config.task))
@@ -99,6 +97,7 @@ def build_experiment(config: Config) -> Experiment:
         weight_init=network.init,
         weight_gain=network.init_gain,
         fitness=config.evolution.fitness,
+        trace_decay=network.trace_decay,
     )
     return Experiment(config, task, learner, task.data("train"), task.data("test"))
 
@@ -153,6 +152,16 @@ def _best(values: tuple[float, ...], scores: list[float], higher_is_better: bool
     return values[int(np.argmax(finite))]
 
 
+def classic_baselines() -> list[tuple[str, Rule]]:
+    """Fixed-coefficient rules compared in ``evaluate``: the classic one-eta rules, then the
+    BCM and three-factor families at their initial coefficients. Only ``eta`` is tuned.
+    """
+    rules: list[tuple[str, Rule]] = [(kind, ClassicRule(kind)) for kind in CLASSIC_RULES]
+    rules.append(("bcm", BCMRule()))
+    rules.append(("three_factor", ThreeFactorRule()))
+    return rules
+
+
 def compare_heldout(
     experiment: Experiment,
     rule_params: Any,
@@ -163,8 +172,8 @@ def compare_heldout(
 
     Methods: ``evolved``, ``no_plasticity`` (initial weights kept), ``random_rule`` (a rule
     with freshly initialised parameters), ``sgd_one_pass`` and ``sgd_multi_pass`` (optax SGD).
-    ``extended`` adds ``adam_one_pass`` and the classic rules of
-    :mod:`neuroevo.rules.classic`. Every learning rate comes from a sweep on meta-train
+    ``extended`` adds ``adam_one_pass`` and the fixed-coefficient rules of
+    :func:`classic_baselines`. Every learning rate comes from a sweep on meta-train
     lifetimes; meta-test lifetimes only score.
     """
     evaluation = experiment.config.evaluation
@@ -197,12 +206,14 @@ def compare_heldout(
             results[name].curve = None
 
     if extended:
-        for kind in CLASSIC_RULES:
-            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=ClassicRule(kind)), task)
+        for kind, rule in classic_baselines():
+            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=rule), task)
             etas = evaluation.learning_rates
-            scores = [float(score) for score in classic.sweep({"eta": jnp.asarray(etas, jnp.float32)}, train, sweep_keys)]
+            fixed = rule.init(experiment.key(_KEY_RULE_INIT))
+            swept = {**jax.tree.map(lambda value: jnp.broadcast_to(value, (len(etas),)), fixed), "eta": jnp.asarray(etas, jnp.float32)}
+            scores = [float(score) for score in classic.sweep(swept, train, sweep_keys)]
             _sweep_note(f"{kind} eta", etas, scores, log)
             eta = _best(etas, scores, higher_is_better)
-            result = classic.evaluate({"eta": jnp.float32(eta)}, test, keys, track_query=True)
+            result = classic.evaluate({**fixed, "eta": jnp.float32(eta)}, test, keys, track_query=True)
             results[kind] = _method_result(task, result, f"eta={eta:g} from meta-train sweep")
     return results

@@ -20,7 +20,8 @@ from neuroevo.config import build_section
 from neuroevo.errors import ConfigError, NeuroevoError
 from neuroevo.features import EdgeFeatures
 from neuroevo.io import read_rule_file, save_rule
-from neuroevo.rules import RULE_CONFIGS, Rule, build_rule
+from neuroevo.rules import RULE_CONFIGS, Rule, bind, block_params, build_rule, is_per_edge
+from neuroevo.rules.base import block_key
 
 BEST_RULE_NAME = "best_rule.safetensors"
 
@@ -39,14 +40,16 @@ class LoadedRule:
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Weight change for dense features (..., F), columns in the order of ``feature_names``."""
+        if is_per_edge(self.rule):
+            raise NeuroevoError("this rule has one parameter set per edge, so dw depends on the edge; call rule.apply on one block's features instead")
         features = jnp.asarray(features, jnp.float32)
         if features.shape[-1] != len(self.feature_names):
             raise ValueError(f"features have {features.shape[-1]} columns, but the rule reads {len(self.feature_names)}: {', '.join(self.feature_names)}")
         return self.rule.apply_dense(self.params, features)
 
-    def apply(self, features: EdgeFeatures, state: Any = ()) -> tuple[jax.Array, Any]:
-        """Factored evaluation on one block of edges, as inside a lifetime."""
-        return self.rule.apply(self.params, features, state)
+    def apply(self, features: EdgeFeatures, state: Any = (), block: int = 0) -> tuple[jax.Array, Any]:
+        """Factored evaluation on one block of edges, as inside a lifetime; ``block`` matters only for per-edge rules."""
+        return self.rule.apply(block_params(self.rule, self.params, block), features, state)
 
 
 def rule_from_metadata(rule_section: Any, source: str) -> Rule:
@@ -60,6 +63,28 @@ def rule_from_metadata(rule_section: Any, source: str) -> Rule:
         raise NeuroevoError(f"{source}: invalid rule metadata: {error}") from None
 
 
+def stored_block_shapes(params: dict) -> tuple[tuple[int, ...], ...]:
+    """Edge shape of every block in the stored params of a per-edge rule (empty if they have no block entries)."""
+    shapes = []
+    while isinstance(params.get(block_key(len(shapes))), dict) and "eta" in params[block_key(len(shapes))]:
+        shapes.append(tuple(params[block_key(len(shapes))]["eta"].shape))
+    return tuple(shapes)
+
+
+def check_same_graph(loaded: LoadedRule, rule: Rule) -> None:
+    """Raise NeuroevoError when a per-edge rule file's params do not fit ``rule``, the rule bound to the target graph."""
+    if not is_per_edge(loaded.rule):
+        return
+    expected = jax.tree.map(jnp.shape, rule.init(jax.random.key(0)))
+    stored = jax.tree.map(jnp.shape, loaded.params)
+    if expected != stored:
+        raise NeuroevoError(
+            f"the rule has one parameter set per edge for blocks of edge shapes {list(loaded.rule.block_shapes)}, but this "
+            f"network's blocks have edge shapes {list(rule.block_shapes)}; per-edge rules are not size-portable, so evaluate "
+            "it on the task and network it was evolved on"
+        )
+
+
 def load_rule(path: str | Path) -> LoadedRule:
     """Read a rule file written by ``neuroevo export`` (or a run's best_rule.safetensors).
 
@@ -69,11 +94,13 @@ def load_rule(path: str | Path) -> LoadedRule:
     params, metadata = read_rule_file(Path(path))
     rule = rule_from_metadata(metadata.get("rule"), str(path))
     source_task = metadata.get("source_config", {}).get("task", {}) if isinstance(metadata.get("source_config"), dict) else {}
-    if hasattr(rule, "for_topology") or (isinstance(source_task, dict) and source_task.get("weight_init") == "evolved"):
+    if isinstance(source_task, dict) and source_task.get("weight_init") == "evolved":
         raise NeuroevoError(
-            f"{str(path)!r} contains per-edge rule parameters or evolved initial weights, which fit only the graph they "
-            "were evolved on, so it cannot be loaded as a portable rule; its run's summary.json has its held-out scores"
+            f"{str(path)!r} contains evolved initial weights, which fit only the graph they were evolved on, so it "
+            "cannot be loaded as a rule; its run's summary.json has its held-out scores"
         )
+    if is_per_edge(rule):
+        rule = bind(rule, stored_block_shapes(params))
     template = rule.init(jax.random.key(0))
     template_shapes = jax.tree.map(jnp.shape, template)
     try:

@@ -12,6 +12,10 @@ arrays that broadcast against each other to the block's edge shape:
 A rule written with broadcasting (``features.post @ K_post + features.pre @ K_pre``) thus
 runs on both layouts, and on a dense block it never builds the (n_dst, n_src, F) tensor.
 ``dense()`` builds that tensor for reference implementations and tests.
+
+Every feature is one float per edge; :data:`FEATURES` lists each with its kind and meaning.
+Activation traces and edge ages are state that the lifetime carries from step to step
+(``NetworkState.traces`` and ``NetworkState.edge_age`` in :mod:`neuroevo.lifetime`).
 """
 
 from __future__ import annotations
@@ -40,11 +44,20 @@ FEATURES: dict[str, Feature] = {
     "post_state": Feature("post", "postsynaptic state h_i (before the activation function)"),
     "weight": Feature("edge", "current weight w_ij"),
     "error": Feature("post", "postsynaptic error e_i delivered by the feedback pathway", requires="error"),
-    "reward": Feature("post", "reward (or reward-prediction error) of the last action, the same scalar at every neuron", requires="reward"),
     "in_mean": Feature("post", "mean weight of the existing edges into neuron i"),
     "in_norm": Feature("post", "L2 norm of the weights into neuron i"),
     "out_mean": Feature("pre", "mean weight of the existing edges out of neuron j"),
     "out_norm": Feature("pre", "L2 norm of the weights out of neuron j"),
+    "in_max": Feature("post", "max |w| over the edges into neuron i"),
+    "out_max": Feature("pre", "max |w| over the edges out of neuron j"),
+    "reward": Feature(
+        "post",
+        "reward (or reward-prediction error) that the task broadcasts to every neuron; zero on tasks without a reward signal",
+        requires="reward",
+    ),
+    "pre_trace": Feature("pre", "exponential trace of a_j: x <- d * x + (1 - d) * a_j each step, with d = network.trace_decay"),
+    "post_trace": Feature("post", "exponential trace of a_i: x <- d * x + (1 - d) * a_i each step, with d = network.trace_decay"),
+    "edge_age": Feature("edge", "steps since edge (j -> i) was created; equal for every edge, because no rule creates or resets edges yet"),
 }
 
 
@@ -54,11 +67,14 @@ class NeuronContext(NamedTuple):
     activation: jax.Array  # (n,)
     state: jax.Array  # (n,)
     error: jax.Array  # (n,)
-    reward: jax.Array  # (n,) the scalar reward signal, broadcast
     in_mean: jax.Array  # (n,)
     in_norm: jax.Array  # (n,)
     out_mean: jax.Array  # (n,)
     out_norm: jax.Array  # (n,)
+    in_max: jax.Array  # (n,)
+    out_max: jax.Array  # (n,)
+    reward: jax.Array  # (n,) the broadcast reward signal
+    trace: jax.Array  # (n,) exponential trace of the activation
 
 
 _CONTEXT_FIELD = {
@@ -71,6 +87,11 @@ _CONTEXT_FIELD = {
     "in_norm": "in_norm",
     "out_mean": "out_mean",
     "out_norm": "out_norm",
+    "in_max": "in_max",
+    "out_max": "out_max",
+    "reward": "reward",
+    "pre_trace": "trace",
+    "post_trace": "trace",
 }
 
 
@@ -117,19 +138,26 @@ def neuron_contexts(
     states: tuple[jax.Array, ...],
     activations: tuple[jax.Array, ...],
     errors: tuple[jax.Array, ...],
+    traces: tuple[jax.Array, ...] | None = None,
     reward: jax.Array | float = 0.0,
 ) -> tuple[NeuronContext, ...]:
     """Collect every per-neuron quantity, with neighbour-weight statistics over all blocks.
 
-    ``reward`` is a scalar learning signal (0 for tasks without rewards), given to every neuron.
+    ``traces`` are the activation traces per group (n,), zero when omitted; ``reward`` is a
+    scalar learning signal (0 for tasks without rewards), given to every neuron.
     """
     n_groups = len(topology.group_sizes)
+    if traces is None:
+        traces = tuple(jnp.zeros((size,)) for size in topology.group_sizes)
+    reward = jnp.asarray(reward, jnp.float32)
     in_sum = [jnp.zeros((size,)) for size in topology.group_sizes]
     in_sq = [jnp.zeros((size,)) for size in topology.group_sizes]
     in_count = [jnp.zeros((size,)) for size in topology.group_sizes]
     out_sum = [jnp.zeros((size,)) for size in topology.group_sizes]
     out_sq = [jnp.zeros((size,)) for size in topology.group_sizes]
     out_count = [jnp.zeros((size,)) for size in topology.group_sizes]
+    in_max = [jnp.zeros((size,)) for size in topology.group_sizes]
+    out_max = [jnp.zeros((size,)) for size in topology.group_sizes]
     for block, (src, dst) in enumerate(topology.blocks):
         w, m = weights[block], masks[block]
         in_sum[dst] += w.sum(axis=1)
@@ -138,16 +166,22 @@ def neuron_contexts(
         out_sum[src] += w.sum(axis=0)
         out_sq[src] += (w * w).sum(axis=0)
         out_count[src] += m.sum(axis=0)
+        # Missing edges have w = 0, so they never raise the max of |w|.
+        in_max[dst] = jnp.maximum(in_max[dst], jnp.abs(w).max(axis=1))
+        out_max[src] = jnp.maximum(out_max[src], jnp.abs(w).max(axis=0))
     return tuple(
         NeuronContext(
             activation=activations[group],
             state=states[group],
             error=errors[group],
-            reward=jnp.full((topology.group_sizes[group],), reward, jnp.float32),
             in_mean=in_sum[group] / jnp.maximum(in_count[group], 1.0),
             in_norm=jnp.sqrt(in_sq[group]),
             out_mean=out_sum[group] / jnp.maximum(out_count[group], 1.0),
             out_norm=jnp.sqrt(out_sq[group]),
+            in_max=in_max[group],
+            out_max=out_max[group],
+            reward=jnp.full((topology.group_sizes[group],), reward),
+            trace=traces[group],
         )
         for group in range(n_groups)
     )
@@ -158,8 +192,9 @@ def block_features(
     post_context: NeuronContext,
     pre_context: NeuronContext,
     weight: jax.Array,
+    edge_age: jax.Array | None = None,
 ) -> EdgeFeatures:
-    """Assemble the factored features of one block (weight: (n_dst, n_src))."""
+    """Assemble the factored features of one block (weight, edge_age: (n_dst, n_src); age zero when omitted)."""
     kinds = split_by_kind(names)
     n_dst, n_src = weight.shape
 
@@ -167,13 +202,24 @@ def block_features(
         columns = [getattr(context, _CONTEXT_FIELD[names[index]]) for index in indices]
         return jnp.stack(columns, axis=-1) if columns else jnp.zeros((size, 0))
 
-    edge_columns = [weight for _ in kinds["edge"]]
+    edge_values = {"weight": weight, "edge_age": jnp.zeros_like(weight) if edge_age is None else edge_age}
+    edge_columns = [edge_values[names[index]] for index in kinds["edge"]]
     edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((n_dst, n_src, 0))
     return EdgeFeatures.for_block(
         post=stack(post_context, kinds["post"], n_dst),
         pre=stack(pre_context, kinds["pre"], n_src),
         edge=edge,
     )
+
+
+def feature_columns(names: tuple[str, ...], features: EdgeFeatures) -> dict[str, jax.Array]:
+    """Map each feature name to its column, broadcastable to the edge shape: (n_dst, 1), (1, n_src), (n_dst, n_src) or (E,)."""
+    kinds = split_by_kind(names)
+    columns = {}
+    for kind, array in (("post", features.post), ("pre", features.pre), ("edge", features.edge)):
+        for position, index in enumerate(kinds[kind]):
+            columns[names[index]] = array[..., position]
+    return columns
 
 
 def dense(names: tuple[str, ...], features: EdgeFeatures) -> jax.Array:

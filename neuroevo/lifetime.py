@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from neuroevo import features as feature_lib
 from neuroevo import graph, signals
-from neuroevo.rules.base import Rule
+from neuroevo.rules.base import Rule, bind, block_params
 
 # Whether a larger value of each task metric is better; baseline sweeps and tables use it.
 HIGHER_IS_BETTER = {"accuracy": True, "mse": False, "return": True}
@@ -36,6 +36,8 @@ class NetworkState(NamedTuple):
     masks: graph.Weights  # per block (n_dst, n_src), 1.0 where an edge exists
     feedback: signals.FeedbackMatrices  # fixed random matrices of the pathway, or None (see signals.py)
     rule_state: tuple  # per block, the rule's per-edge state
+    traces: tuple[jax.Array, ...]  # per group (n,), exponential trace of the activations (features pre_trace, post_trace)
+    edge_age: graph.Weights  # per block (n_dst, n_src), steps each edge has existed (feature edge_age)
 
 
 class LearningSignals(NamedTuple):
@@ -97,6 +99,12 @@ class Learner:
     weight_init: str = "normal"
     weight_gain: float = 1.0
     fitness: str = "accuracy"  # "accuracy" or "neg_loss"; tasks read it when they score a lifetime
+    trace_decay: float = 0.8  # d in trace <- d * trace + (1 - d) * a
+
+    def __post_init__(self):
+        # A per-edge rule needs this graph's block shapes; a shared rule is unchanged.
+        shapes = tuple(self.topology.block_shape(block) for block in range(len(self.topology.blocks)))
+        object.__setattr__(self, "rule", bind(self.rule, shapes))
 
     def init_network(self, key: jax.Array) -> NetworkState:
         """Draw fresh random weights and feedback matrices for one lifetime."""
@@ -108,6 +116,8 @@ class Learner:
             masks=masks,
             feedback=signals.init_feedback(key_feedback, self.topology, self.feedback),
             rule_state=tuple(self.rule.init_state(self.topology.block_shape(b)) for b in range(len(self.topology.blocks))),
+            traces=tuple(jnp.zeros((size,), jnp.float32) for size in self.topology.group_sizes),
+            edge_age=tuple(jnp.zeros_like(mask) for mask in masks),
         )
 
     # Forward pass and supervised quantities ------------------------------------------------
@@ -138,28 +148,41 @@ class Learner:
 
     # Plasticity ------------------------------------------------------------------------------
 
+    def updated_traces(self, network: NetworkState, activations: tuple) -> tuple[jax.Array, ...]:
+        """Return the activation traces after this presentation: ``d * trace + (1 - d) * a`` per group."""
+        decay = self.trace_decay
+        return tuple(decay * trace + (1.0 - decay) * activation for trace, activation in zip(network.traces, activations))
+
     def edge_features(self, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> tuple[feature_lib.EdgeFeatures, ...]:
-        """Compute the rule's features for every block after one presentation."""
+        """Compute the rule's features for every block after one presentation; traces include this presentation."""
         errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, learning_signals.error_out)
-        contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors, learning_signals.reward)
+        traces = self.updated_traces(network, activations)
+        contexts = feature_lib.neuron_contexts(
+            self.topology, network.weights, network.masks, states, activations, errors, traces, reward=learning_signals.reward
+        )
         return tuple(
-            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])
+            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block], network.edge_age[block])
             for block, (src, dst) in enumerate(self.topology.blocks)
         )
 
     def learn(self, params: Any, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> NetworkState:
         """Apply the rule to every existing edge after one presentation; returns the updated network.
 
-        A rule with per-block parameters (one that defines ``block_params``) receives only the
-        parameters of the block it updates.
+        A per-edge rule receives only the parameters of the block it updates (see
+        :func:`~neuroevo.rules.base.block_params`). Activation traces and edge ages advance
+        by this presentation.
         """
         weights, rule_states = [], []
         for block, edge_features in enumerate(self.edge_features(network, states, activations, learning_signals)):
-            block_params = self.rule.block_params(params, block) if hasattr(self.rule, "block_params") else params
-            dw, rule_state = self.rule.apply(block_params, edge_features, network.rule_state[block])
+            dw, rule_state = self.rule.apply(block_params(self.rule, params, block), edge_features, network.rule_state[block])
             weights.append(network.weights[block] + dw * network.masks[block])
             rule_states.append(rule_state)
-        return network._replace(weights=tuple(weights), rule_state=tuple(rule_states))
+        return network._replace(
+            weights=tuple(weights),
+            rule_state=tuple(rule_states),
+            traces=self.updated_traces(network, activations),
+            edge_age=tuple(age + mask for age, mask in zip(network.edge_age, network.masks)),
+        )
 
     def supervised_step(self, params: Any, network: NetworkState, x: jax.Array, target: jax.Array) -> tuple[NetworkState, tuple, tuple]:
         """Present ``x``, compute the output error against ``target`` and learn.

@@ -21,9 +21,18 @@ of the cross-entropy with respect to the output states). Hidden neurons receive,
   respect to the hidden states. Other outputs use the squared error, whose negative gradient
   at the output states is ``2 act'(h_out) (target - a)``, so their hidden errors differ from
   the gradient by that factor (for identity outputs they are half of it).
+
+Reinforcement tasks broadcast a scalar instead: the reward ``r_t`` itself, or the
+reward-prediction error ``delta_t = r_t - b_t`` against a running-average baseline
+``b_{t+1} = d * b_t + (1 - d) * r_t``, an average-reward baseline as in the gradient bandit
+algorithm of Sutton and Barto, "Reinforcement Learning: An Introduction" (2nd edition 2018).
+``features.neuron_contexts(..., reward=...)`` gives every neuron the same value, which rules
+read as the ``reward`` feature.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -115,3 +124,24 @@ def neuron_errors(
     elif feedback != "none":
         raise ValueError(f"unknown feedback pathway {feedback!r}; use one of {', '.join(FEEDBACK_PATHWAYS)}")
     return tuple(errors)
+
+
+class RewardBaseline(NamedTuple):
+    """Running average of the rewards a network has received in its lifetime."""
+
+    mean: jax.Array  # () baseline b_t
+    decay: jax.Array  # () d in b <- d * b + (1 - d) * r, in [0, 1)
+
+
+def init_reward_baseline(decay: float | jax.Array, initial: float | jax.Array = 0.0) -> RewardBaseline:
+    """Baseline at the start of a lifetime: ``b_0 = initial``."""
+    return RewardBaseline(mean=jnp.asarray(initial, jnp.float32), decay=jnp.asarray(decay, jnp.float32))
+
+
+def reward_prediction_error(baseline: RewardBaseline, reward: jax.Array) -> tuple[jax.Array, RewardBaseline]:
+    """Return ``r - b`` (against the baseline before this reward) and the updated baseline."""
+    reward = jnp.asarray(reward, jnp.float32)
+    error = reward - baseline.mean
+    mean = baseline.decay * baseline.mean + (1.0 - baseline.decay) * reward
+    return error, baseline._replace(mean=mean)
+

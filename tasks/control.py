@@ -33,6 +33,7 @@ from jax import lax
 from neuroevo import graph
 from neuroevo import lifetime as lifetime_lib  # neuroevo.lifetime imports this package, so only the module is bound here
 from neuroevo.errors import ConfigError
+from neuroevo.rules import base as rules_base
 
 if TYPE_CHECKING:
     from neuroevo.lifetime import Learner, NetworkState
@@ -158,9 +159,15 @@ class WithInitialWeights:
     rule: Any
     topology: graph.Topology
 
+    per_edge = True  # the initial weights tie the parameters to one graph
+
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self.rule.feature_names
+
+    def bind(self, block_shapes: tuple[tuple[int, ...], ...]) -> WithInitialWeights:
+        """Bind the wrapped rule to the graph's block shapes (it may be a per-edge rule itself)."""
+        return dataclasses.replace(self, rule=rules_base.bind(self.rule, block_shapes))
 
     def _with_weights(self, rule_params: Any, key: jax.Array) -> Any:
         masks = graph.init_masks(self.topology)
@@ -180,9 +187,7 @@ class WithInitialWeights:
 
     def block_params(self, params: Any, block: int) -> Any:
         """Select the wrapped rule's parameters for ``block``."""
-        if hasattr(self.rule, "block_params"):
-            return self.rule.block_params(params["rule"], block)
-        return params["rule"]
+        return rules_base.block_params(self.rule, params["rule"], block)
 
     def init_state(self, shape: tuple[int, ...]) -> Any:
         return self.rule.init_state(shape)

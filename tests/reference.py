@@ -25,6 +25,12 @@ FEATURE_KINDS = {
     "in_norm": "post",
     "out_mean": "pre",
     "out_norm": "pre",
+    "in_max": "post",
+    "out_max": "pre",
+    "reward": "post",
+    "pre_trace": "pre",
+    "post_trace": "post",
+    "edge_age": "edge",
 }
 
 
@@ -126,18 +132,33 @@ class StepReference:
     weights: list[np.ndarray]  # per block, after the update
     loss: float  # loss of the presented example before the update
     correct: bool  # prediction before the update was right
+    traces: dict  # group -> activation trace after this step
 
 
 EdgeRule = Callable[[int, int, int, dict], float]  # (block, i, j, per-edge quantities) -> dw
 
 
-def plastic_step(topology, weights, feedback: str, feedback_matrices, x, label: int, edge_rule: EdgeRule) -> StepReference:
+def plastic_step(
+    topology,
+    weights,
+    feedback: str,
+    feedback_matrices,
+    x,
+    label: int,
+    edge_rule: EdgeRule,
+    traces: dict | None = None,
+    trace_decay: float = 0.8,
+    age: int = 0,
+) -> StepReference:
     """One presentation and update, looping over every edge of every block.
 
     ``edge_rule`` receives a dict of the edge's quantities: ``pre`` (a_j), ``post`` (a_i),
-    ``post_state`` (h_i), ``error`` (e_i), ``weight`` (w_ij) and the neighbour-weight
-    statistics ``in_mean``, ``in_norm`` (over every edge into i) and ``out_mean``,
-    ``out_norm`` (over every edge out of j).
+    ``post_state`` (h_i), ``error`` (e_i), ``weight`` (w_ij), the neighbour-weight
+    statistics ``in_mean``, ``in_norm``, ``in_max`` (over every edge into i) and ``out_mean``,
+    ``out_norm``, ``out_max`` (over every edge out of j), ``reward`` (0 on labelled
+    examples), ``pre_trace`` and ``post_trace`` (the activation traces ``traces`` per group,
+    zero when omitted, after ``t <- trace_decay * t + (1 - trace_decay) * a``) and
+    ``edge_age`` (``age``, the number of earlier steps).
     """
     weights = [np.asarray(w, np.float64) for w in weights]
     states, activations = forward(topology, weights, x)
@@ -154,22 +175,25 @@ def plastic_step(topology, weights, feedback: str, feedback_matrices, x, label: 
         layer = group_of_layer[group]
         return {"activation": activations[layer], "state": states[layer], "error": errors[layer]}[name]
 
+    traces = traces or {group: np.zeros(size) for group, size in enumerate(topology.group_sizes)}
+    traces = {group: trace_decay * traces[group] + (1.0 - trace_decay) * quantity(group, "activation") for group in traces}
+
     incoming = {group: [] for group in range(len(topology.group_sizes))}
     outgoing = {group: [] for group in range(len(topology.group_sizes))}
     for block, (src, dst) in enumerate(topology.blocks):
         incoming[dst].append(weights[block])
         outgoing[src].append(weights[block].T)
 
-    def row_statistics(blocks: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    def row_statistics(blocks: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not blocks:
-            return np.zeros(size), np.zeros(size)
+            return np.zeros(size), np.zeros(size), np.zeros(size)
         rows = np.concatenate(blocks, axis=1)
-        return rows.mean(axis=1), np.sqrt((rows**2).sum(axis=1))
+        return rows.mean(axis=1), np.sqrt((rows**2).sum(axis=1)), np.abs(rows).max(axis=1)
 
     new_weights = []
     for block, (src, dst) in enumerate(topology.blocks):
-        in_mean, in_norm = row_statistics(incoming[dst], topology.group_sizes[dst])
-        out_mean, out_norm = row_statistics(outgoing[src], topology.group_sizes[src])
+        in_mean, in_norm, in_max = row_statistics(incoming[dst], topology.group_sizes[dst])
+        out_mean, out_norm, out_max = row_statistics(outgoing[src], topology.group_sizes[src])
         updated = weights[block].copy()
         n_dst, n_src = updated.shape
         for i in range(n_dst):
@@ -184,13 +208,19 @@ def plastic_step(topology, weights, feedback: str, feedback_matrices, x, label: 
                     "in_norm": in_norm[i],
                     "out_mean": out_mean[j],
                     "out_norm": out_norm[j],
+                    "in_max": in_max[i],
+                    "out_max": out_max[j],
+                    "reward": 0.0,
+                    "pre_trace": traces[src][j],
+                    "post_trace": traces[dst][i],
+                    "edge_age": float(age),
                 }
                 updated[i, j] += edge_rule(block, i, j, edge)
         new_weights.append(updated)
 
     loss = example_loss(topology, states, activations, label)
     correct = int(np.argmax(activations[-1])) == label
-    return StepReference(new_weights, loss, correct)
+    return StepReference(new_weights, loss, correct, traces)
 
 
 def query_scores(topology, weights, query_x, query_y) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from neuroevo.evolve import Evolution
 from neuroevo.experiment import build_experiment
 from neuroevo.lifetime import Learner, LearningSignals
 from neuroevo.rules.classic import ClassicRule
-from neuroevo.rules.per_edge import PerEdgeABCDRule
+from neuroevo.rules import ABCDRule, ThreeFactorRule
 from neuroevo.tasks.control import ENVIRONMENTS, ControlConfig, ControlTask, make_environment
 
 # One varied field per environment with disjoint meta-train and meta-test ranges.
@@ -38,7 +38,7 @@ def make_task(env: str = "CartPole-v1", **options) -> ControlTask:
 
 def make_learner(task: ControlTask, rule=None) -> Learner:
     topology = graph.layered_topology(task.n_inputs, (), task.n_outputs, output_activation=task.output_activation)
-    rule = rule or PerEdgeABCDRule().for_topology(topology)
+    rule = rule or ABCDRule(eta_init=0.1, per_edge=True)
     return Learner(topology, rule, feedback="none")
 
 
@@ -121,7 +121,7 @@ def test_touching_ranges_accepted():
 
 
 def test_output_activation_mismatch_rejected():
-    data = {"task": {"name": "control"}, "rule": {"name": "abcd_per_edge"}, "signal": {"feedback": "none"}, "network": {"output_activation": "softmax"}}
+    data = {"task": {"name": "control"}, "rule": {"name": "abcd", "per_edge": True}, "signal": {"feedback": "none"}, "network": {"output_activation": "softmax"}}
 
     with pytest.raises(ConfigError, match="output_activation"):
         build_experiment(config_from_dict(data))
@@ -172,23 +172,20 @@ def test_returns_match_python_loop():
 def test_reward_reaches_modulated_rule():
     task = make_task("CartPole-v1")
     topology = graph.layered_topology(task.n_inputs, (), task.n_outputs, output_activation="identity")
-    rule = PerEdgeABCDRule(modulated=True).for_topology(topology)
-    learner = Learner(topology, rule, feedback="none")
-    params = rule.random_params(jax.random.key(0))
+    learner = Learner(topology, ThreeFactorRule(modulator="reward"), feedback="none")
+    params = learner.rule.random_params(jax.random.key(0))
     network = learner.init_network(jax.random.key(1))
     states, activations = graph.propagate(topology, network.weights, jnp.arange(4.0) / 4)
     zeros = jnp.zeros((2,))
 
-    unrewarded = learner.learn(params, network, states, activations, LearningSignals(zeros, jnp.float32(0.0)))
-    rewarded = learner.learn(params, network, states, activations, LearningSignals(zeros, jnp.float32(2.0)))
-    unmodulated = dataclasses.replace(learner, rule=dataclasses.replace(rule, modulated=False))
-    reference = unmodulated.learn(params, network, states, activations, LearningSignals(zeros, jnp.float32(0.0)))
+    def weight_change(reward: float) -> list:
+        learned = learner.learn(params, network, states, activations, LearningSignals(zeros, jnp.float32(reward)))
+        return [learned.weights[block] - network.weights[block] for block in range(len(topology.blocks))]
 
-    for block in range(len(topology.blocks)):
-        np.testing.assert_array_equal(unrewarded.weights[block], network.weights[block])
-        dw = rewarded.weights[block] - network.weights[block]
-        np.testing.assert_allclose(dw, 2.0 * (reference.weights[block] - network.weights[block]), rtol=1e-5, atol=1e-6)
-        assert np.any(np.asarray(dw) != 0.0)
+    for unrewarded, rewarded, unit in zip(weight_change(0.0), weight_change(2.0), weight_change(1.0)):
+        np.testing.assert_array_equal(unrewarded, 0.0)
+        np.testing.assert_allclose(rewarded, 2.0 * unit, rtol=1e-5, atol=1e-6)
+        assert np.any(np.asarray(rewarded) != 0.0)
 
 
 def test_rerandomised_weights_cut_static_policy_window():

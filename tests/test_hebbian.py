@@ -83,8 +83,8 @@ def test_config_rejects_nonpositive_eta():
 
 
 def test_config_rejects_unknown_option():
-    with pytest.raises(ConfigError, match="rule.per_edge"):
-        config_from_dict({"rule": {"name": "abcd", "per_edge": True}})
+    with pytest.raises(ConfigError, match="rule.per_neuron"):
+        config_from_dict({"rule": {"name": "abcd", "per_neuron": True}})
 
 
 def test_bundled_config_builds():

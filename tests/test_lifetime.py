@@ -147,6 +147,35 @@ def test_step_every_feature_matches_numpy():
     assert_weights_close(stepped.weights, expected.weights, rtol=1e-5, atol=1e-5)
 
 
+def test_steps_traces_and_age_match_numpy():
+    # Three steps, so traces decay, edge ages grow and the neighbour maxima see changed weights.
+    names = ("pre_trace", "post_trace", "edge_age", "in_max", "out_max", "reward", "error")
+    coefficients = np.random.default_rng(4).normal(size=len(names)).astype(np.float32)
+    rule = MLPRule(names, hidden=(), output_scale=0.1)
+    params = {"params": {"Dense_0": {"kernel": jnp.asarray(coefficients[:, None]), "bias": jnp.array([0.01], jnp.float32)}}}
+    learner = make_learner(rule, "random_feedback", (4,), trace_decay=0.6)
+    network = learner.init_network(jax.random.key(3))
+    step = jax.jit(labelled_step(learner))
+
+    def linear(block, i, j, edge):
+        return 0.1 * (sum(c * edge[name] for c, name in zip(coefficients, names)) + 0.01)
+
+    weights, traces = network.weights, None
+    for age in range(3):
+        x, label = example(10 + age)
+        expected = reference.plastic_step(
+            learner.topology, weights, "random_feedback", network.feedback, x, int(label), linear, traces=traces, trace_decay=0.6, age=age
+        )
+        network, _, _ = step(params, network, x, label)
+        weights, traces = expected.weights, expected.traces
+        assert_weights_close(network.weights, expected.weights, rtol=1e-5, atol=1e-5)
+        for group, trace in traces.items():
+            np.testing.assert_allclose(network.traces[group], trace, rtol=1e-5, atol=1e-6, err_msg=f"group {group}")
+        for block, mask in enumerate(network.masks):
+            np.testing.assert_array_equal(network.edge_age[block], (age + 1) * np.asarray(mask))
+    assert float(np.abs(np.asarray(network.traces[learner.topology.input_group])).max()) > 0.1
+
+
 def test_feedback_matrices_by_pathway():
     rule = reference.DeltaRule()
     learner = make_learner(rule, "random_feedback", (4, 3))

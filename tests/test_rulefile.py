@@ -124,7 +124,7 @@ def test_evaluate_writes_table_json_and_plot(exported, tmp_path, capsys):
     assert main(["evaluate", str(exported), "--lifetimes", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     evaluation = json.loads((out / "evaluation.json").read_text())
-    expected = {"evolved", "no_plasticity", "random_rule", "sgd_one_pass", "sgd_multi_pass", "adam_one_pass", "hebbian", "supervised_hebbian", "oja", "delta"}
+    expected = {"evolved", "no_plasticity", "random_rule", "sgd_one_pass", "sgd_multi_pass", "adam_one_pass", "hebbian", "supervised_hebbian", "oja", "delta", "bcm", "three_factor"}
     assert set(evaluation["heldout"]) == expected
     assert evaluation["metric"] == "accuracy"
     assert evaluation["heldout"]["evolved"]["lifetimes"] == 4

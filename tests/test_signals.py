@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from neuroevo import features as feature_lib
 from neuroevo import graph, signals
 from neuroevo.config import config_from_dict
 
@@ -147,3 +148,39 @@ def test_config_accepts_pathway(feedback):
 
     assert config.signal.feedback == feedback
     assert feedback in signals.FEEDBACK_PATHWAYS
+
+
+# Reward signals ------------------------------------------------------------------------------
+
+
+def test_reward_prediction_error_matches_numpy_loop():
+    rewards = np.random.default_rng(5).normal(loc=1.0, size=20).astype(np.float32)
+
+    def step(baseline, reward):
+        error, baseline = signals.reward_prediction_error(baseline, reward)
+        return baseline, error
+
+    baseline, errors = jax.jit(lambda rewards: jax.lax.scan(step, signals.init_reward_baseline(0.9, 0.5), rewards))(rewards)
+
+    mean, expected = 0.5, []
+    for reward in rewards.astype(np.float64):
+        expected.append(reward - mean)
+        mean = 0.9 * mean + 0.1 * reward
+    np.testing.assert_allclose(errors, expected, rtol=1e-5, atol=1e-6)
+    assert float(baseline.mean) == pytest.approx(mean, rel=1e-5)
+
+
+def test_reward_feature_reaches_every_edge():
+    topology = make_topology()
+    weights = random_weights(topology)
+    masks = graph.init_masks(topology)
+    states, activations = graph.propagate(topology, weights, random_input())
+    errors = tuple(jnp.zeros_like(state) for state in states)
+
+    contexts = feature_lib.neuron_contexts(topology, weights, masks, states, activations, errors, reward=0.7)
+    src, dst = topology.blocks[0]
+    edge_features = feature_lib.block_features(("pre", "reward"), contexts[dst], contexts[src], weights[0])
+
+    for group, context in enumerate(contexts):
+        np.testing.assert_array_equal(context.reward, np.full(topology.group_sizes[group], 0.7, np.float32))
+    np.testing.assert_array_equal(feature_lib.dense(("pre", "reward"), edge_features)[..., 1], np.full(topology.block_shape(0), 0.7, np.float32))

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from neuroevo.rules.base import Rule
+from neuroevo.rules.base import Rule, bind, block_params, is_per_edge
+from neuroevo.rules.bcm import BCMRule, BCMRuleConfig
+from neuroevo.rules.gru import GRURule, GRURuleConfig
 from neuroevo.rules.hebbian import ABCDRule, ABCDRuleConfig
 from neuroevo.rules.mlp import MLPRule, MLPRuleConfig
-from neuroevo.rules.per_edge import PerEdgeABCDRule, PerEdgeABCDRuleConfig
+from neuroevo.rules.oja import OjaRule, OjaRuleConfig
+from neuroevo.rules.polynomial import PolynomialRule, PolynomialRuleConfig
+from neuroevo.rules.three_factor import ThreeFactorRule, ThreeFactorRuleConfig
 
-RULE_CONFIGS: dict[str, type] = {"mlp": MLPRuleConfig, "abcd": ABCDRuleConfig, "abcd_per_edge": PerEdgeABCDRuleConfig}
-_RULE_CLASSES: dict[type, type] = {MLPRuleConfig: MLPRule, ABCDRuleConfig: ABCDRule, PerEdgeABCDRuleConfig: PerEdgeABCDRule}
+RULE_CONFIGS: dict[str, type] = {
+    "mlp": MLPRuleConfig,
+    "abcd": ABCDRuleConfig,
+    "gru": GRURuleConfig,
+    "oja": OjaRuleConfig,
+    "bcm": BCMRuleConfig,
+    "three_factor": ThreeFactorRuleConfig,
+    "polynomial": PolynomialRuleConfig,
+}
+_RULE_CLASSES: dict[type, type] = {
+    MLPRuleConfig: MLPRule,
+    ABCDRuleConfig: ABCDRule,
+    GRURuleConfig: GRURule,
+    OjaRuleConfig: OjaRule,
+    BCMRuleConfig: BCMRule,
+    ThreeFactorRuleConfig: ThreeFactorRule,
+    PolynomialRuleConfig: PolynomialRule,
+}
 
 
 def rule_name(config: Any) -> str:
@@ -22,8 +42,30 @@ def rule_name(config: Any) -> str:
 
 
 def build_rule(config: Any) -> Rule:
-    """Instantiate the rule family that ``config`` configures."""
+    """Instantiate the rule family that ``config`` configures (unbound; see :func:`bind` for per-edge rules)."""
     return _RULE_CLASSES[type(config)].from_config(config)
 
 
-__all__ = ["ABCDRule", "ABCDRuleConfig", "MLPRule", "MLPRuleConfig", "PerEdgeABCDRule", "PerEdgeABCDRuleConfig", "RULE_CONFIGS", "Rule", "build_rule", "rule_name"]
+__all__ = [
+    "ABCDRule",
+    "ABCDRuleConfig",
+    "BCMRule",
+    "BCMRuleConfig",
+    "GRURule",
+    "GRURuleConfig",
+    "MLPRule",
+    "MLPRuleConfig",
+    "OjaRule",
+    "OjaRuleConfig",
+    "PolynomialRule",
+    "PolynomialRuleConfig",
+    "RULE_CONFIGS",
+    "Rule",
+    "ThreeFactorRule",
+    "ThreeFactorRuleConfig",
+    "bind",
+    "block_params",
+    "build_rule",
+    "is_per_edge",
+    "rule_name",
+]
