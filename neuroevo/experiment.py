@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neuroevo import graph
 from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
 from neuroevo.evolve import Evolution
@@ -17,6 +16,7 @@ from neuroevo.lifetime import Learner, LifetimeResult, Lifetimes
 from neuroevo.rules import build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
+from neuroevo.topologies import build_topology
 from neuroevo.tasks import build_task
 
 # Fixed offsets folded into the run seed, so that each purpose draws its own keys.
@@ -57,15 +57,7 @@ def build_experiment(config: Config) -> Experiment:
     """Instantiate task, topology, rule and learner; impossible sizes raise ConfigError."""
     task = build_task(config.task)
     network = config.network
-    topology = graph.layered_topology(
-        task.n_inputs,
-        network.hidden,
-        task.n_outputs,
-        hidden_activation=network.hidden_activation,
-        output_activation=network.output_activation,
-        bias=network.bias,
-        ticks=network.ticks,
-    )
+    topology = build_topology(network, task.n_inputs, task.n_outputs, getattr(task, "image_shape", None), config.seed)
     learner = Learner(
         topology=topology,
         rule=build_rule(config.rule),

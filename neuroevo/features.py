@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from neuroevo.graph import Topology, Weights
+from neuroevo.graph import EdgeList, Topology, Weights, column_sums, row_sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +125,12 @@ def neuron_contexts(
     out_count = [jnp.zeros((size,)) for size in topology.group_sizes]
     for block, (src, dst) in enumerate(topology.blocks):
         w, m = weights[block], masks[block]
-        in_sum[dst] += w.sum(axis=1)
-        in_sq[dst] += (w * w).sum(axis=1)
-        in_count[dst] += m.sum(axis=1)
-        out_sum[src] += w.sum(axis=0)
-        out_sq[src] += (w * w).sum(axis=0)
-        out_count[src] += m.sum(axis=0)
+        in_sum[dst] += row_sums(topology, block, w)
+        in_sq[dst] += row_sums(topology, block, w * w)
+        in_count[dst] += row_sums(topology, block, m)
+        out_sum[src] += column_sums(topology, block, w)
+        out_sq[src] += column_sums(topology, block, w * w)
+        out_count[src] += column_sums(topology, block, m)
     return tuple(
         NeuronContext(
             activation=activations[group],
@@ -150,22 +150,24 @@ def block_features(
     post_context: NeuronContext,
     pre_context: NeuronContext,
     weight: jax.Array,
+    edges: EdgeList | None = None,
 ) -> EdgeFeatures:
-    """Assemble the factored features of one block (weight: (n_dst, n_src))."""
+    """Assemble the factored features of one block; weight is (n_dst, n_src), or (E,) with its ``edges``."""
     kinds = split_by_kind(names)
-    n_dst, n_src = weight.shape
+    n_dst, n_src = post_context.activation.shape[0], pre_context.activation.shape[0]
 
     def stack(context: NeuronContext, indices: tuple[int, ...], size: int) -> jax.Array:
         columns = [getattr(context, _CONTEXT_FIELD[names[index]]) for index in indices]
         return jnp.stack(columns, axis=-1) if columns else jnp.zeros((size, 0))
 
     edge_columns = [weight for _ in kinds["edge"]]
-    edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((n_dst, n_src, 0))
-    return EdgeFeatures.for_block(
-        post=stack(post_context, kinds["post"], n_dst),
-        pre=stack(pre_context, kinds["pre"], n_src),
-        edge=edge,
-    )
+    edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((*weight.shape, 0))
+    post = stack(post_context, kinds["post"], n_dst)
+    pre = stack(pre_context, kinds["pre"], n_src)
+    if edges is not None:
+        # Gather each edge's postsynaptic and presynaptic rows: every array becomes (E, F).
+        return EdgeFeatures(post=post[edges.dst], pre=pre[edges.src], edge=edge)
+    return EdgeFeatures.for_block(post=post, pre=pre, edge=edge)
 
 
 def dense(names: tuple[str, ...], features: EdgeFeatures) -> jax.Array:

@@ -25,8 +25,8 @@ from neuroevo.tasks.fewshot import FewShotInstance
 class NetworkState(NamedTuple):
     """Everything about one network that changes during, or is drawn for, a lifetime."""
 
-    weights: graph.Weights  # per block (n_dst, n_src); zero where the mask is zero
-    masks: graph.Weights  # per block (n_dst, n_src), 1.0 where an edge exists
+    weights: graph.Weights  # per block (n_dst, n_src), or (E,) for an edge list; zero where the mask is zero
+    masks: graph.Weights  # per block, shaped like its weights, 1.0 where an edge exists
     feedback: signals.FeedbackMatrices  # fixed random matrices of the pathway, or None (see signals.py)
     rule_state: tuple  # per block, the rule's per-edge state
 
@@ -76,7 +76,7 @@ class Learner:
             weights=weights,
             masks=masks,
             feedback=signals.init_feedback(key_feedback, self.topology, self.feedback),
-            rule_state=tuple(self.rule.init_state(self.topology.block_shape(b)) for b in range(len(self.topology.blocks))),
+            rule_state=tuple(self.rule.init_state(self.topology.edge_shape(b)) for b in range(len(self.topology.blocks))),
         )
 
     # Forward pass and loss ------------------------------------------------------------------
@@ -112,7 +112,7 @@ class Learner:
         errors = signals.neuron_errors(self.topology, self.feedback, network.feedback, network.weights, states, error_out)
         contexts = feature_lib.neuron_contexts(self.topology, network.weights, network.masks, states, activations, errors)
         return tuple(
-            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block])
+            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block], self.topology.edge_list(block))
             for block, (src, dst) in enumerate(self.topology.blocks)
         )
 
