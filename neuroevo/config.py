@@ -52,7 +52,7 @@ class NetworkConfig:
     density: float = 0.25  # sparse: share of the possible edges of each non-bias block that exist
     neighbours: int = 4  # small_world: lattice neighbours of each hidden neuron (even)
     rewire: float = 0.1  # small_world: probability that a lattice link is rewired
-    receptive_field: int = 3  # local: side in pixels of the square patch each local neuron sees
+    receptive_field: int = 3  # local: side in pixels of the square patch that feeds each local neuron
     stride: int = 1  # local: pixels between neighbouring patches
     channels: int = 1  # local: neurons per patch
 

@@ -20,7 +20,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     """Join a multi-process JAX run; call it before any JAX computation.
 
     Arguments left as None are read by ``jax.distributed.initialize`` from the environment
-    (``JAX_COORDINATOR_ADDRESS``) or detected on clusters it knows (SLURM, Open MPI, TPU pods).
+    (``JAX_COORDINATOR_ADDRESS``) or detected on the clusters JAX supports (SLURM, Open MPI, TPU pods).
     """
     try:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)

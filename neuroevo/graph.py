@@ -143,7 +143,7 @@ class Topology:
         return self.connectivity[block] if self.connectivity else None
 
     def edge_list(self, block: int) -> EdgeList | None:
-        """The block's edge list, or None for a dense block."""
+        """Return the block's edge list, or None for a dense block."""
         connectivity = self.block_connectivity(block)
         return connectivity if isinstance(connectivity, EdgeList) else None
 

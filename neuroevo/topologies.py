@@ -11,7 +11,7 @@
   Each undirected link becomes two directed edges, stored as an edge list.
 - ``local``: a first hidden layer of local receptive fields on an image input, like a
   convolution without weight sharing (a locally connected layer): each of ``channels``
-  neurons per patch position sees one square patch of pixels. It is a dense block with a
+  neurons per patch position receives one square patch of pixels. It is a dense block with a
   fixed mask.
 
 Random structure is drawn with NumPy from the run seed when the experiment is built, so it
@@ -109,7 +109,7 @@ def patch_grid(image_shape: tuple[int, int], field: int, stride: int) -> tuple[i
 def receptive_field_mask(image_shape: tuple[int, int], field: int, stride: int, channels: int) -> np.ndarray:
     """Mask (n_local, height * width) of a locally connected layer over a row-major image.
 
-    Neuron ``(row * columns + column) * channels + channel`` sees the pixels of the patch
+    Neuron ``(row * columns + column) * channels + channel`` receives the pixels of the patch
     whose top-left corner is ``(row * stride, column * stride)``.
     """
     height, width = image_shape
