@@ -7,6 +7,7 @@ User mistakes (invalid config, impossible sizes, unwritable paths) print one lin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from importlib import resources
@@ -48,6 +49,14 @@ def load_config(argument: str | None, overrides: list[str]):
 
 
 def command_evolve(args: argparse.Namespace) -> int:
+    distributed_options = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed and any(option is not None for option in distributed_options):
+        raise NeuroevoError("--coordinator, --num-processes and --process-id only apply with --distributed")
+    if args.distributed:
+        from neuroevo.distributed import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
+
     from neuroevo.run import evolve, resume
 
     if args.resume:
@@ -92,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     evolve.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set evolution.population=32 (repeatable)")
     evolve.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
     evolve.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    evolve.add_argument(
+        "--distributed",
+        action="store_true",
+        default=os.environ.get("NEUROEVO_DISTRIBUTED") == "1",
+        help="join a multi-process run with jax.distributed (also set by NEUROEVO_DISTRIBUTED=1); process 0 writes the run files",
+    )
+    evolve.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator service (with --distributed)")
+    evolve.add_argument("--num-processes", type=int, help="number of processes in the run (with --distributed)")
+    evolve.add_argument("--process-id", type=int, help="this process's index, 0 to num-processes - 1 (with --distributed)")
     evolve.set_defaults(handler=command_evolve)
 
     evaluate = commands.add_parser("evaluate", help="compare a saved rule with baselines on fresh lifetimes of any task")

@@ -27,37 +27,124 @@ _INT_LIMIT = 2**31  # sizes, counts and seeds must fit in int32, as JAX stores t
 OUTPUT_ACTIVATIONS = ("softmax", "tanh", "identity")
 
 
+# Options that only one topology reads; giving one of them with another topology is an error.
+_TOPOLOGY_OPTIONS = {
+    "recurrent": ("recurrent",),
+    "sparse": ("density",),
+    "small_world": ("neighbours", "rewire"),
+    "local": ("receptive_field", "stride", "channels"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Layered feed-forward graph network."""
+    """Graph network: layers, topology and weight initialisation (see neuroevo/topologies.py)."""
 
-    hidden: tuple[int, ...] = ()  # neurons per hidden layer, input to output
+    hidden: tuple[int, ...] = ()  # neurons per hidden layer, input to output (after the local layer for topology local)
     hidden_activation: str = "tanh"
     output_activation: str = "softmax"
     bias: bool = True  # one constant-1 neuron with an edge to every non-input neuron
     ticks: int = 0  # propagation ticks per presentation; 0 means the number of weight layers
     init: Literal["normal", "uniform", "zeros"] = "normal"
-    init_gain: float = 1.0  # weight std is init_gain / sqrt(fan_in)
+    init_gain: float = 1.0  # weight std is init_gain / sqrt(fan_in), fan_in counting existing edges
     trace_decay: float = 0.8  # features pre_trace, post_trace: trace <- trace_decay * trace + (1 - trace_decay) * a
+    topology: Literal["layered", "recurrent", "sparse", "small_world", "local"] = "layered"
+    recurrent: tuple[str, ...] = ()  # recurrent: extra edges "src->dst", src the same or a later group; empty: each hidden layer feeds itself
+    density: float = 0.25  # sparse: share of the possible edges of each non-bias block that exist
+    neighbours: int = 4  # small_world: lattice neighbours of each hidden neuron (even)
+    rewire: float = 0.1  # small_world: probability that a lattice link is rewired
+    receptive_field: int = 3  # local: side in pixels of the square patch that feeds each local neuron
+    stride: int = 1  # local: pixels between neighbouring patches
+    channels: int = 1  # local: neurons per patch
+
+    @property
+    def n_weight_layers(self) -> int:
+        """Blocks on the path from input to output; the local topology adds its local layer."""
+        return len(self.hidden) + 1 + (self.topology == "local")
+
+    @property
+    def group_order(self) -> tuple[str, ...]:
+        """Names of the non-input groups, input to output, as the topology builders name them."""
+        return (*(f"hidden{index}" for index in range(self.n_weight_layers - 1)), "output")
+
+    @property
+    def recurrent_edges(self) -> tuple[tuple[str, str], ...]:
+        """(src, dst) group names of the recurrent blocks; the default is each hidden layer feeding itself."""
+        if not self.recurrent:
+            return tuple((name, name) for name in self.group_order[:-1])
+        return tuple(tuple(part.strip() for part in edge.split("->")) for edge in self.recurrent)
 
     def validate(self) -> None:
         if any(width < 1 for width in self.hidden):
             raise ConfigError(f"network.hidden={list(self.hidden)} has a layer with fewer than 1 neuron; use positive widths")
         _check_choice("network.hidden_activation", self.hidden_activation, ACTIVATIONS)
         _check_choice("network.output_activation", self.output_activation, OUTPUT_ACTIVATIONS)
+        layers = self.n_weight_layers
         if self.ticks < 0:
             raise ConfigError(f"network.ticks={self.ticks} is negative; use 0 (one tick per layer) or a positive count")
         if self.ticks > _MAX_TICKS:
             raise ConfigError(f"network.ticks={self.ticks} is more than {_MAX_TICKS}; use 0 (one tick per layer) or a count up to {_MAX_TICKS}")
-        if 0 < self.ticks < len(self.hidden) + 1:
+        if 0 < self.ticks < layers:
             raise ConfigError(
-                f"network.ticks={self.ticks} is fewer than the {len(self.hidden) + 1} weight layers, so the input "
-                f"never reaches the output; use ticks >= {len(self.hidden) + 1} or 0"
+                f"network.ticks={self.ticks} is fewer than the {layers} weight layers, so the input "
+                f"never reaches the output; use ticks >= {layers} or 0"
             )
         if self.init_gain < 0:
             raise ConfigError(f"network.init_gain={self.init_gain} is negative; use a value >= 0")
         if not 0.0 <= self.trace_decay < 1.0:
             raise ConfigError(f"network.trace_decay={self.trace_decay} must be in [0, 1); 0 makes a trace equal the current activation")
+        self._validate_topology_options()
+
+    def _validate_topology_options(self) -> None:
+        defaults = NetworkConfig()
+        for topology, options in _TOPOLOGY_OPTIONS.items():
+            for option in options:
+                if topology != self.topology and getattr(self, option) != getattr(defaults, option):
+                    raise ConfigError(
+                        f"network.{option} only applies to network.topology={topology!r}, but the topology is "
+                        f"{self.topology!r}; remove network.{option} or set network.topology={topology}"
+                    )
+
+        if self.topology == "recurrent":
+            self._validate_recurrent()
+        elif self.topology == "sparse" and not 0.0 < self.density <= 1.0:
+            raise ConfigError(f"network.density={self.density} is outside (0, 1]; use the share of possible edges that exist, e.g. 0.25")
+        elif self.topology == "small_world":
+            if not self.hidden:
+                raise ConfigError("network.topology='small_world' links the neurons of each hidden layer, but network.hidden is empty; add a layer, e.g. network.hidden=[32]")
+            if self.neighbours < 2 or self.neighbours % 2 or self.neighbours >= min(self.hidden):
+                raise ConfigError(
+                    f"network.neighbours={self.neighbours} must be even, at least 2 and below the smallest hidden layer "
+                    f"({min(self.hidden)} neurons); use e.g. 4"
+                )
+            if not 0.0 <= self.rewire <= 1.0:
+                raise ConfigError(f"network.rewire={self.rewire} is not a probability; use a value in [0, 1], e.g. 0.1")
+        elif self.topology == "local":
+            for option in _TOPOLOGY_OPTIONS["local"]:
+                if getattr(self, option) < 1:
+                    raise ConfigError(f"network.{option}={getattr(self, option)} must be at least 1")
+
+    def _validate_recurrent(self) -> None:
+        order = self.group_order
+        if not self.recurrent and len(order) == 1:
+            raise ConfigError(
+                "network.topology='recurrent' with no hidden layer needs explicit edges; "
+                "add network.hidden, or set network.recurrent=['output->output']"
+            )
+        seen = set()
+        for text in self.recurrent:
+            parts = [part.strip() for part in text.split("->")]
+            if len(parts) != 2 or any(part not in order for part in parts):
+                raise ConfigError(f"network.recurrent entry {text!r} is not 'src->dst' with src and dst among {', '.join(order)}")
+            src, dst = parts
+            if order.index(src) < order.index(dst):
+                raise ConfigError(
+                    f"network.recurrent entry {text!r} leads forward, which is not a recurrent edge; "
+                    f"list edges from a group to itself or to an earlier group, e.g. '{dst}->{src}'"
+                )
+            if (src, dst) in seen:
+                raise ConfigError(f"network.recurrent lists {src}->{dst} twice; list each edge once")
+            seen.add((src, dst))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from neuroevo import graph
 from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
 from neuroevo.errors import ConfigError
@@ -21,6 +20,7 @@ from neuroevo.rules import BCMRule, Rule, ThreeFactorRule, build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
 from neuroevo.tasks import build_task, task_name
+from neuroevo.topologies import build_topology
 
 # Fixed offsets folded into the run seed, so that each purpose draws its own keys.
 _KEY_EVOLUTION, _KEY_VALIDATION, _KEY_HELDOUT, _KEY_SWEEP, _KEY_RULE_INIT, _KEY_RANDOM_RULE = range(6)
@@ -77,15 +77,7 @@ def build_experiment(config: Config) -> Experiment:
     task = build_task(config.task)
     network = config.network
     check_task_fit(config, task)
-    topology = graph.layered_topology(
-        task.n_inputs,
-        network.hidden,
-        task.n_outputs,
-        hidden_activation=network.hidden_activation,
-        output_activation=network.output_activation,
-        bias=network.bias,
-        ticks=network.ticks,
-    )
+    topology = build_topology(network, task.n_inputs, task.n_outputs, getattr(task, "image_shape", None), config.seed)
     rule = build_rule(config.rule)
     if hasattr(task, "prepare_rule"):
         rule = task.prepare_rule(rule, topology)

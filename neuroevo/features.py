@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from neuroevo.graph import Topology, Weights
+from neuroevo.graph import EdgeList, Topology, Weights, column_abs_max, column_sums, row_abs_max, row_sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,15 +160,15 @@ def neuron_contexts(
     out_max = [jnp.zeros((size,)) for size in topology.group_sizes]
     for block, (src, dst) in enumerate(topology.blocks):
         w, m = weights[block], masks[block]
-        in_sum[dst] += w.sum(axis=1)
-        in_sq[dst] += (w * w).sum(axis=1)
-        in_count[dst] += m.sum(axis=1)
-        out_sum[src] += w.sum(axis=0)
-        out_sq[src] += (w * w).sum(axis=0)
-        out_count[src] += m.sum(axis=0)
+        in_sum[dst] += row_sums(topology, block, w)
+        in_sq[dst] += row_sums(topology, block, w * w)
+        in_count[dst] += row_sums(topology, block, m)
+        out_sum[src] += column_sums(topology, block, w)
+        out_sq[src] += column_sums(topology, block, w * w)
+        out_count[src] += column_sums(topology, block, m)
         # Missing edges have w = 0, so they never raise the max of |w|.
-        in_max[dst] = jnp.maximum(in_max[dst], jnp.abs(w).max(axis=1))
-        out_max[src] = jnp.maximum(out_max[src], jnp.abs(w).max(axis=0))
+        in_max[dst] = jnp.maximum(in_max[dst], row_abs_max(topology, block, w))
+        out_max[src] = jnp.maximum(out_max[src], column_abs_max(topology, block, w))
     return tuple(
         NeuronContext(
             activation=activations[group],
@@ -193,10 +193,15 @@ def block_features(
     pre_context: NeuronContext,
     weight: jax.Array,
     edge_age: jax.Array | None = None,
+    edges: EdgeList | None = None,
 ) -> EdgeFeatures:
-    """Assemble the factored features of one block (weight, edge_age: (n_dst, n_src); age zero when omitted)."""
+    """Assemble the factored features of one block.
+
+    ``weight`` and ``edge_age`` (zero when omitted) are (n_dst, n_src), or (E,) with the
+    block's ``edges``.
+    """
     kinds = split_by_kind(names)
-    n_dst, n_src = weight.shape
+    n_dst, n_src = post_context.activation.shape[0], pre_context.activation.shape[0]
 
     def stack(context: NeuronContext, indices: tuple[int, ...], size: int) -> jax.Array:
         columns = [getattr(context, _CONTEXT_FIELD[names[index]]) for index in indices]
@@ -204,12 +209,13 @@ def block_features(
 
     edge_values = {"weight": weight, "edge_age": jnp.zeros_like(weight) if edge_age is None else edge_age}
     edge_columns = [edge_values[names[index]] for index in kinds["edge"]]
-    edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((n_dst, n_src, 0))
-    return EdgeFeatures.for_block(
-        post=stack(post_context, kinds["post"], n_dst),
-        pre=stack(pre_context, kinds["pre"], n_src),
-        edge=edge,
-    )
+    edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((*weight.shape, 0))
+    post = stack(post_context, kinds["post"], n_dst)
+    pre = stack(pre_context, kinds["pre"], n_src)
+    if edges is not None:
+        # Gather each edge's postsynaptic and presynaptic rows: every array becomes (E, F).
+        return EdgeFeatures(post=post[edges.dst], pre=pre[edges.src], edge=edge)
+    return EdgeFeatures.for_block(post=post, pre=pre, edge=edge)
 
 
 def feature_columns(names: tuple[str, ...], features: EdgeFeatures) -> dict[str, jax.Array]:

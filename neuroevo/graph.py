@@ -1,9 +1,18 @@
-"""Graph networks: neuron groups joined by dense blocks of edges, and their propagation.
+"""Graph networks: neuron groups joined by blocks of edges, and their propagation.
 
 A graph has ``N`` neurons split into groups (input, bias, hidden layers, output). Its
-weighted adjacency ``W`` is stored as one dense ``(n_dst, n_src)`` block per pair of groups
-that has edges, with a mask ``M`` of the same shape marking which edges exist. A layered
-feed-forward graph therefore costs what its dense layers cost, not ``N x N``.
+weighted adjacency ``W`` is stored per pair of groups that has edges, as one block in one
+of two layouts:
+
+- dense: weights ``(n_dst, n_src)`` with a mask ``M`` of the same shape marking which edges
+  exist (all of them, or a fixed pattern such as local receptive fields);
+- edge list: ``E`` edges given by static index arrays ``dst`` and ``src`` (:class:`EdgeList`),
+  weights and mask of shape ``(E,)``. Sums over edges are segment sums
+  (``jax.ops.segment_sum``), so an irregular sparse block costs ``O(E)``, not ``n_dst * n_src``.
+
+A layered feed-forward graph therefore costs what its dense layers cost, not ``N x N``.
+The helpers :func:`matvec`, :func:`transposed_matvec`, :func:`row_sums` and
+:func:`column_sums` hide the layout from the rest of the library.
 
 One tick updates every non-input group synchronously from the previous activations:
 ``h_dst = sum over blocks (src -> dst) of W_block @ a_src``, then ``a = act(h)``. Input neurons
@@ -20,11 +29,64 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from neuroevo.neurons import activate
 
-Weights = tuple[jax.Array, ...]  # one (n_dst, n_src) array per block
+Weights = tuple[jax.Array, ...]  # one array per block: (n_dst, n_src) dense or (E,) edge list
+
+
+class _FixedArrays:
+    """Read-only NumPy arrays compared and hashed by value, so a frozen Topology can hold them."""
+
+    _fields: tuple[str, ...] = ()
+
+    def _key(self) -> tuple:
+        return tuple((getattr(self, name).shape, getattr(self, name).tobytes()) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+def _frozen(values, dtype) -> np.ndarray:
+    array = np.array(values, dtype)
+    array.flags.writeable = False
+    return array
+
+
+class EdgeList(_FixedArrays):
+    """Edges of one sparse block, sorted by ``(dst, src)``: edge ``e`` is ``src[e] -> dst[e]``."""
+
+    _fields = ("dst", "src")
+
+    def __init__(self, dst, src):
+        order = np.lexsort((np.asarray(src), np.asarray(dst)))
+        self.dst = _frozen(np.asarray(dst)[order], np.int32)  # (E,) index into the destination group
+        self.src = _frozen(np.asarray(src)[order], np.int32)  # (E,) index into the source group
+        if self.dst.ndim != 1 or self.dst.shape != self.src.shape:
+            raise ValueError(f"dst and src must be 1-d arrays of one length, got shapes {self.dst.shape} and {self.src.shape}")
+        if len(set(zip(self.dst.tolist(), self.src.tolist()))) != self.dst.size:
+            raise ValueError("an edge list contains an edge twice; list each (dst, src) pair once")
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.dst.size)
+
+
+class FixedMask(_FixedArrays):
+    """Fixed pattern of existing edges of a dense block, (n_dst, n_src) with 1.0 where an edge exists."""
+
+    _fields = ("mask",)
+
+    def __init__(self, mask):
+        self.mask = _frozen(mask, np.float32)
+
+
+Connectivity = EdgeList | FixedMask | None  # None: a dense block in which every edge exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +101,7 @@ class Topology:
     output_group: int
     bias_group: int | None
     ticks: int
+    connectivity: tuple[Connectivity, ...] = ()  # one per block; empty means every block dense and full
 
     @property
     def n_inputs(self) -> int:
@@ -72,12 +135,27 @@ class Topology:
         return forward and self.ticks >= len(self.update_order)
 
     def block_shape(self, block: int) -> tuple[int, int]:
+        """(n_dst, n_src) of the groups a block joins, whatever its layout."""
         src, dst = self.blocks[block]
         return self.group_sizes[dst], self.group_sizes[src]
 
+    def block_connectivity(self, block: int) -> Connectivity:
+        return self.connectivity[block] if self.connectivity else None
+
+    def edge_list(self, block: int) -> EdgeList | None:
+        """Return the block's edge list, or None for a dense block."""
+        connectivity = self.block_connectivity(block)
+        return connectivity if isinstance(connectivity, EdgeList) else None
+
+    def edge_shape(self, block: int) -> tuple[int, ...]:
+        """Shape of the block's weights and mask: (E,) for an edge list, else (n_dst, n_src)."""
+        edges = self.edge_list(block)
+        return (edges.n_edges,) if edges is not None else self.block_shape(block)
+
     @property
     def n_edges(self) -> int:
-        return sum(rows * cols for rows, cols in map(self.block_shape, range(len(self.blocks))))
+        """Number of stored weights; a masked dense block also stores its absent edges."""
+        return sum(int(np.prod(self.edge_shape(block))) for block in range(len(self.blocks)))
 
 
 def layered_topology(
@@ -120,21 +198,39 @@ def layered_topology(
 
 
 def init_masks(topology: Topology) -> Weights:
-    """Masks of a fully connected block structure (every edge of every block exists)."""
-    return tuple(jnp.ones(topology.block_shape(block), jnp.float32) for block in range(len(topology.blocks)))
+    """Masks of the topology's edges: its fixed pattern for a dense block, ones for full and edge-list blocks."""
+    masks = []
+    for block in range(len(topology.blocks)):
+        connectivity = topology.block_connectivity(block)
+        if isinstance(connectivity, FixedMask):
+            masks.append(jnp.asarray(connectivity.mask))
+        else:
+            masks.append(jnp.ones(topology.edge_shape(block), jnp.float32))
+    return tuple(masks)
+
+
+def fan_in(topology: Topology, masks: Weights) -> tuple[jax.Array, ...]:
+    """Count the existing incoming edges of every neuron, summed over all blocks; one (n,) array per group."""
+    counts = [jnp.zeros((size,), jnp.float32) for size in topology.group_sizes]
+    for block, (_, dst) in enumerate(topology.blocks):
+        counts[dst] = counts[dst] + row_sums(topology, block, masks[block])
+    return tuple(counts)
 
 
 def init_weights(key: jax.Array, topology: Topology, masks: Weights, distribution: str, gain: float) -> Weights:
-    """Draw fresh random weights, std ``gain / sqrt(fan_in)``, where fan_in counts every incoming edge."""
-    fan_in = [0] * len(topology.group_sizes)
-    for block, (_, dst) in enumerate(topology.blocks):
-        fan_in[dst] += topology.block_shape(block)[1]
+    """Draw fresh random weights; an edge into neuron ``i`` has std ``gain / sqrt(fan_in_i)``.
 
+    ``fan_in_i`` counts the existing edges into ``i`` (``masks``) over all blocks, the bias
+    edge included. A neuron without incoming edges counts as fan-in 1.
+    """
+    fan_ins = fan_in(topology, masks)
     keys = jax.random.split(key, len(topology.blocks))
     weights = []
     for block, (_, dst) in enumerate(topology.blocks):
-        shape = topology.block_shape(block)
-        std = gain / jnp.sqrt(jnp.float32(fan_in[dst]))
+        shape = topology.edge_shape(block)
+        row_std = gain / jnp.sqrt(jnp.maximum(fan_ins[dst], 1.0))  # (n_dst,)
+        edges = topology.edge_list(block)
+        std = row_std[edges.dst] if edges is not None else row_std[:, None]
         if distribution == "normal":
             sample = std * jax.random.normal(keys[block], shape, jnp.float32)
         elif distribution == "uniform":
@@ -161,7 +257,7 @@ def tick(topology: Topology, weights: Weights, activations: tuple[jax.Array, ...
     """One synchronous update of every non-clamped group; returns (states, activations)."""
     states = [jnp.zeros((size,), jnp.float32) for size in topology.group_sizes]
     for block, (src, dst) in enumerate(topology.blocks):
-        states[dst] = states[dst] + weights[block] @ activations[src]
+        states[dst] = states[dst] + matvec(topology, block, weights[block], activations[src])
     new_activations = list(activations)
     for group in (*topology.hidden_groups, topology.output_group):
         new_activations[group] = activate(topology.activations[group], states[group])
@@ -201,6 +297,69 @@ def sweep(topology: Topology, weights: Weights, activations: tuple[jax.Array, ..
     for group in topology.update_order:
         for block, (src, dst) in enumerate(topology.blocks):
             if dst == group:
-                states[group] = states[group] + weights[block] @ activations[src]
+                states[group] = states[group] + matvec(topology, block, weights[block], activations[src])
         activations[group] = activate(topology.activations[group], states[group])
     return tuple(states), tuple(activations)
+
+
+# Layout-independent block operations ---------------------------------------------------------
+
+
+def matvec(topology: Topology, block: int, weights: jax.Array, source: jax.Array) -> jax.Array:
+    """``W @ source`` for one block: (n_src,) -> (n_dst,)."""
+    edges = topology.edge_list(block)
+    if edges is None:
+        return weights @ source
+    return row_sums(topology, block, weights * source[edges.src])
+
+
+def transposed_matvec(topology: Topology, block: int, weights: jax.Array, target: jax.Array) -> jax.Array:
+    """``W.T @ target`` for one block: (n_dst,) -> (n_src,)."""
+    edges = topology.edge_list(block)
+    if edges is None:
+        return weights.T @ target
+    return column_sums(topology, block, weights * target[edges.dst])
+
+
+def row_sums(topology: Topology, block: int, values: jax.Array) -> jax.Array:
+    """Sum per-edge ``values`` (the block's edge shape) over the edges into each destination neuron: (n_dst,)."""
+    edges = topology.edge_list(block)
+    if edges is None:
+        return values.sum(axis=1)
+    n_dst, _ = topology.block_shape(block)
+    return jax.ops.segment_sum(values, edges.dst, num_segments=n_dst, indices_are_sorted=True)
+
+
+def column_sums(topology: Topology, block: int, values: jax.Array) -> jax.Array:
+    """Sum per-edge ``values`` (the block's edge shape) over the edges out of each source neuron: (n_src,)."""
+    edges = topology.edge_list(block)
+    if edges is None:
+        return values.sum(axis=0)
+    _, n_src = topology.block_shape(block)
+    return jax.ops.segment_sum(values, edges.src, num_segments=n_src)
+
+
+def row_abs_max(topology: Topology, block: int, values: jax.Array) -> jax.Array:
+    """Return the max of ``|values|`` over the edges into each destination neuron: (n_dst,), 0 where none."""
+    edges = topology.edge_list(block)
+    if edges is None:
+        return jnp.abs(values).max(axis=1)
+    n_dst, _ = topology.block_shape(block)
+    return jnp.maximum(jax.ops.segment_max(jnp.abs(values), edges.dst, num_segments=n_dst, indices_are_sorted=True), 0.0)
+
+
+def column_abs_max(topology: Topology, block: int, values: jax.Array) -> jax.Array:
+    """Return the max of ``|values|`` over the edges out of each source neuron: (n_src,), 0 where none."""
+    edges = topology.edge_list(block)
+    if edges is None:
+        return jnp.abs(values).max(axis=0)
+    _, n_src = topology.block_shape(block)
+    return jnp.maximum(jax.ops.segment_max(jnp.abs(values), edges.src, num_segments=n_src), 0.0)
+
+
+def to_dense(topology: Topology, block: int, values: jax.Array) -> jax.Array:
+    """Scatter per-edge ``values`` of a block into an (n_dst, n_src) array, zero where no edge is stored."""
+    edges = topology.edge_list(block)
+    if edges is None:
+        return values
+    return jnp.zeros(topology.block_shape(block), values.dtype).at[edges.dst, edges.src].set(values)

@@ -32,8 +32,8 @@ HIGHER_IS_BETTER = {"accuracy": True, "mse": False, "return": True}
 class NetworkState(NamedTuple):
     """Everything about one network that changes during, or is drawn for, a lifetime."""
 
-    weights: graph.Weights  # per block (n_dst, n_src); zero where the mask is zero
-    masks: graph.Weights  # per block (n_dst, n_src), 1.0 where an edge exists
+    weights: graph.Weights  # per block (n_dst, n_src), or (E,) for an edge list; zero where the mask is zero
+    masks: graph.Weights  # per block, shaped like its weights, 1.0 where an edge exists
     feedback: signals.FeedbackMatrices  # fixed random matrices of the pathway, or None (see signals.py)
     rule_state: tuple  # per block, the rule's per-edge state
     traces: tuple[jax.Array, ...]  # per group (n,), exponential trace of the activations (features pre_trace, post_trace)
@@ -115,7 +115,7 @@ class Learner:
             weights=weights,
             masks=masks,
             feedback=signals.init_feedback(key_feedback, self.topology, self.feedback),
-            rule_state=tuple(self.rule.init_state(self.topology.block_shape(b)) for b in range(len(self.topology.blocks))),
+            rule_state=tuple(self.rule.init_state(self.topology.edge_shape(b)) for b in range(len(self.topology.blocks))),
             traces=tuple(jnp.zeros((size,), jnp.float32) for size in self.topology.group_sizes),
             edge_age=tuple(jnp.zeros_like(mask) for mask in masks),
         )
@@ -161,7 +161,9 @@ class Learner:
             self.topology, network.weights, network.masks, states, activations, errors, traces, reward=learning_signals.reward
         )
         return tuple(
-            feature_lib.block_features(self.rule.feature_names, contexts[dst], contexts[src], network.weights[block], network.edge_age[block])
+            feature_lib.block_features(
+                self.rule.feature_names, contexts[dst], contexts[src], network.weights[block], network.edge_age[block], self.topology.edge_list(block)
+            )
             for block, (src, dst) in enumerate(self.topology.blocks)
         )
 

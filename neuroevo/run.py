@@ -14,6 +14,9 @@ With ``evolution.method: meta_gradient`` a generation is one optimizer step of
 :class:`~neuroevo.metagrad.MetaGradient`, the center is the current rule, and each line of
 ``metrics.jsonl`` also has ``meta_loss`` and ``grad_norm``.
 
+In a multi-process run (``--distributed``) every process evolves, and only process 0 logs
+and writes the run directory.
+
 A resumed run continues from its checkpoint with the same PRNG keys, so it ends with the
 same strategy state as an uninterrupted run, and its ``metrics.jsonl`` is cut back to the
 checkpoint so no generation is logged twice.
@@ -21,6 +24,7 @@ checkpoint so no generation is logged twice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -34,6 +38,7 @@ from neuroevo import __version__
 from neuroevo.checkpoint import load_checkpoint, save_checkpoint
 from neuroevo.compare_control import compare_control
 from neuroevo.config import Config, config_from_dict, config_to_dict, read_yaml
+from neuroevo.distributed import is_main_process
 from neuroevo.errors import NeuroevoError
 from neuroevo.evolve import Evolution, EvolutionState
 from neuroevo.experiment import Experiment, build_experiment, compare_heldout
@@ -103,14 +108,16 @@ def _format_seconds(seconds: float) -> str:
 def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
     """Start a run in ``out_dir``; returns the summary written to ``summary.json``."""
     out_dir = Path(out_dir)
-    if (out_dir / "metrics.jsonl").exists() or (out_dir / "config.yaml").exists():
+    main = is_main_process()
+    if main and ((out_dir / "metrics.jsonl").exists() or (out_dir / "config.yaml").exists()):
         prepare_run_dir(out_dir)  # raises with the --resume hint before any work
     # Sizes are checked (and may raise) before anything is written, so a rejected config
     # leaves --out free for the corrected run.
     experiment = build_experiment(config)
     evolution = experiment.evolution()
-    out_dir = prepare_run_dir(out_dir)
-    atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
+    if main:
+        out_dir = prepare_run_dir(out_dir)
+        atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
     state = evolution.init(experiment.key(0))
     return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
 
@@ -118,6 +125,8 @@ def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
 def resume(run_dir: Path, log: Log = print) -> dict:
     """Continue the run in ``run_dir`` from its last checkpoint (or from the start if it has none)."""
     run_dir = Path(run_dir)
+    if not is_main_process():
+        log = _discard
     if not run_dir.is_dir():
         raise NeuroevoError(f"--resume {str(run_dir)!r}: no such directory")
     if not (run_dir / "config.yaml").is_file():
@@ -141,7 +150,8 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     records = _read_records(run_dir / "metrics.jsonl", generation)
     if len(records) != generation:
         raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in records))
+    if is_main_process():
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in records))
 
     if generation == config.evolution.generations and (run_dir / "summary.json").is_file():
         log(f"run {run_dir} is already complete ({generation} generations); see its summary.json")
@@ -203,6 +213,9 @@ def _run(
 ) -> dict:
     config = experiment.config
     settings = config.evolution
+    main = is_main_process()
+    if not main:
+        log = _discard
     validation_keys = experiment.validation_keys()
     first = len(records) + 1
     log(
@@ -215,7 +228,7 @@ def _run(
     earlier_seconds = records[-1]["wall_time"] if records else 0.0
     report_every = max(1, settings.generations // 20)
     all_invalid_streak = 0
-    with open(out_dir / "metrics.jsonl", "a") as metrics_file:
+    with open(out_dir / "metrics.jsonl", "a") if main else contextlib.nullcontext() as metrics_file:
         for generation in range(first, settings.generations + 1):
             state, metrics = evolution.generation(state, experiment.train_pools)
             record = {
@@ -235,19 +248,21 @@ def _run(
                 record["test_eval"] = float(evolution.evaluate(center, experiment.test_pools, validation_keys).fitness.mean())
                 if record["train_eval"] > best.train_eval:
                     best = BestRule(center, record["train_eval"], record["test_eval"], generation)
-                    _save_best_rule(experiment, out_dir, best)
+                    if main:
+                        _save_best_rule(experiment, out_dir, best)
 
             seconds = time.perf_counter() - started
             record["wall_time"] = round(earlier_seconds + seconds, 3)
             records.append(record)
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
+            if main:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
 
             all_invalid_streak = all_invalid_streak + 1 if record["nan_count"] == evolution.population_size else 0
             if all_invalid_streak == _MAX_ALL_INVALID_GENERATIONS:
                 raise NeuroevoError(_all_invalid_message(settings, all_invalid_streak, generation))
 
-            if generation % settings.checkpoint_every == 0 or last:
+            if main and (generation % settings.checkpoint_every == 0 or last):
                 save_checkpoint(out_dir, state, best.params, {"generation": generation, "best": best.info(), "config": config_to_dict(config)})
 
             if generation % report_every == 0 or "train_eval" in record or generation == first:
@@ -260,9 +275,10 @@ def _run(
                     line += f"  center: meta-train {record['train_eval']:.4f} meta-test {record['test_eval']:.4f}"
                 log(line + f"  [{_format_seconds(seconds)} elapsed, ~{_format_seconds(remaining)} left]")
 
-    plot_fitness(records, out_dir / "fitness.png", "return" if experiment.task.metric == "return" else settings.fitness)
+    if main:
+        plot_fitness(records, out_dir / "fitness.png", "return" if experiment.task.metric == "return" else settings.fitness)
     log(f"evolution finished; best center from generation {best.generation} (meta-train {best.train_eval:.4f})")
-    if best.generation == 0:
+    if main and best.generation == 0:
         _save_best_rule(experiment, out_dir, best)
 
     log(f"held-out comparison on {config.evaluation.lifetimes} meta-test lifetimes:")
@@ -276,6 +292,7 @@ def _run(
         out_dir,
         "summary.json",
         extra={"evolved_generation": best.generation, "evolution_seconds": records[-1]["wall_time"]},
+        write=main,
     )
     log(format_table(summary, results))
     log(f"wrote {out_dir / 'summary.json'}, {out_dir / 'best_rule.safetensors'} and plots")
@@ -291,8 +308,18 @@ def _save_best_rule(experiment: Experiment, out_dir: Path, best: BestRule) -> No
     save_rule(out_dir / "best_rule.safetensors", jax.device_get(best.params), metadata)
 
 
-def write_summary(experiment: Experiment, results: dict[str, Any], out_dir: Path, filename: str, extra: dict | None = None) -> dict:
-    """Write the summary JSON (``filename``) and ``learning_curves.png``; returns the summary."""
+def write_summary(
+    experiment: Experiment,
+    results: dict[str, Any],
+    out_dir: Path,
+    filename: str,
+    extra: dict | None = None,
+    write: bool = True,
+) -> dict:
+    """Write the summary JSON (``filename``) and ``learning_curves.png``; returns the summary.
+
+    With ``write=False`` only the summary is built, for processes other than process 0.
+    """
     config = experiment.config
     task = experiment.task
     summary: dict[str, Any] = {
@@ -307,6 +334,8 @@ def write_summary(experiment: Experiment, results: dict[str, Any], out_dir: Path
     task_metrics = {method: {name: mean_ci95(values) for name, values in result.extra.items()} for method, result in results.items() if getattr(result, "extra", None)}
     if task_metrics:
         summary["heldout_task_metrics"] = task_metrics
+    if not write:
+        return summary
     atomic_write_text(out_dir / filename, json.dumps(summary, indent=2) + "\n")
     lifetimes = next(iter(summary["heldout"].values()))["lifetimes"]
     plot_learning_curves(
@@ -337,6 +366,10 @@ def format_table(summary: dict, results: dict[str, Any]) -> str:
     for method, metrics in summary.get("heldout_task_metrics", {}).items():
         rows.append(f"{method:<20}" + "  ".join(f"{name} {numbers['mean']:.4f}" for name, numbers in metrics.items()))
     return "\n".join(rows)
+
+
+def _discard(message: str) -> None:
+    """Log function of processes other than process 0, which stay silent."""
 
 
 def _dump_yaml(data: dict) -> str:

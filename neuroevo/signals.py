@@ -28,6 +28,12 @@ reward-prediction error ``delta_t = r_t - b_t`` against a running-average baseli
 algorithm of Sutton and Barto, "Reinforcement Learning: An Introduction" (2nd edition 2018).
 ``features.neuron_contexts(..., reward=...)`` gives every neuron the same value, which rules
 read as the ``reward`` feature.
+
+Errors travel back only through forward blocks (from a group to a later one in the update
+order). In a recurrent graph, blocks from a group to itself or to an earlier group carry
+no error, so ``symmetric`` is then backpropagation truncated to the forward path, not
+backpropagation through time. An edge-list block sends errors back by a segment sum over
+its source indices, the transpose of its forward pass.
 """
 
 from __future__ import annotations
@@ -36,20 +42,23 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from neuroevo.graph import Topology, Weights
+from neuroevo.graph import FixedMask, Topology, Weights, transposed_matvec
 from neuroevo.neurons import activation_derivative
 
 FEEDBACK_PATHWAYS = ("none", "broadcast", "random_feedback", "direct_random_feedback", "symmetric")
 
-# random_feedback: one (n_dst, n_src) matrix per block. direct_random_feedback: one
+# random_feedback: one array per block, shaped like its weights. direct_random_feedback: one
 # (n_group, n_out) matrix per group. None where a pathway uses no matrix.
 FeedbackMatrices = tuple[jax.Array | None, ...]
 
 
 def _carries_feedback(topology: Topology, block: int) -> bool:
-    src, _ = topology.blocks[block]
-    return src in topology.hidden_groups
+    """True for a forward block out of a hidden group: the blocks that send errors back."""
+    src, dst = topology.blocks[block]
+    order = topology.update_order
+    return src in topology.hidden_groups and order.index(src) < order.index(dst)
 
 
 def init_feedback(key: jax.Array, topology: Topology, feedback: str) -> FeedbackMatrices:
@@ -64,8 +73,13 @@ def init_feedback(key: jax.Array, topology: Topology, feedback: str) -> Feedback
         if not _carries_feedback(topology, block):
             matrices.append(None)
             continue
-        n_dst, n_src = topology.block_shape(block)
-        matrices.append(jax.random.normal(keys[block], (n_dst, n_src), jnp.float32) / jnp.sqrt(jnp.float32(n_dst)))
+        # Entries have variance 1 / (mean out-degree), n_dst for a full block, so B^T e keeps the scale of e.
+        _, n_src = topology.block_shape(block)
+        connectivity = topology.block_connectivity(block)
+        mask = connectivity.mask if isinstance(connectivity, FixedMask) else np.ones(topology.edge_shape(block), np.float32)
+        out_degree = max(float(mask.sum()) / n_src, 1.0)
+        matrix = jax.random.normal(keys[block], mask.shape, jnp.float32) / jnp.sqrt(jnp.float32(out_degree))
+        matrices.append(matrix * mask)
     return tuple(matrices)
 
 
@@ -114,8 +128,8 @@ def neuron_errors(
         for group in reversed(topology.hidden_groups):
             incoming = jnp.zeros((topology.group_sizes[group],), jnp.float32)
             for block, (src, dst) in enumerate(topology.blocks):
-                if src == group:
-                    incoming = incoming + matrices[block].T @ errors[dst]
+                if src == group and _carries_feedback(topology, block):
+                    incoming = incoming + transposed_matvec(topology, block, matrices[block], errors[dst])
             errors[group] = activation_derivative(topology.activations[group], states[group]) * incoming
     elif feedback == "direct_random_feedback":
         for group in topology.hidden_groups:

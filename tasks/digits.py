@@ -59,6 +59,11 @@ class DigitsTask(FewShotClassification):
             check_split_sizes("task", split, task.data(split), config.n_way, config.k_shot, config.n_query)
         return task
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the row-major input images."""
+        return (8, 8)
+
     def data(self, split: str) -> ClassPools:
         """Support and query pools of ``split`` ("train" = meta-train, "test" = meta-test)."""
         if split not in SPLITS:

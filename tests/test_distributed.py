@@ -1,0 +1,62 @@
+"""Two processes joined by jax.distributed on this machine evolve like one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROBE = Path(__file__).with_name("distributed_probe.py")
+TIMEOUT = 240  # seconds; a process whose peer died blocks until its heartbeat timeout
+
+# Three processes compile the same generation at once, about a minute of CPU time in all.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("NEUROEVO_TEST_DISTRIBUTED") != "1", reason="starts 3 JAX processes; set NEUROEVO_TEST_DISTRIBUTED=1 to run"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(process_id: int, process_count: int, port: int) -> subprocess.Popen:
+    environment = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    environment.pop("XLA_FLAGS", None)
+    command = [sys.executable, str(PROBE), str(process_id), str(process_count), str(port)]
+    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(process: subprocess.Popen) -> dict:
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0, stderr[-2000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def runs():
+    port = free_port()
+    processes = [start(0, 1, port), start(0, 2, port), start(1, 2, port)]
+    return [result(process) for process in processes]
+
+
+def test_two_processes_see_all_devices(runs):
+    single, first, second = runs
+    assert single["devices"] == 2
+    assert first["devices"] == second["devices"] == 4
+    assert first["main"] and not second["main"]
+
+
+def test_two_processes_match_one(runs):
+    single, first, second = runs
+    assert first["mean_fitness"] == second["mean_fitness"]
+    np.testing.assert_allclose(first["mean_fitness"], single["mean_fitness"], rtol=1e-5, atol=1e-6)
