@@ -91,9 +91,12 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
         raise NeuroevoError(f"--x and --y are both {x_name!r}; choose two different features")
 
     experiment = build_experiment(config_from_dict({**metadata["source_config"], "rule": metadata["rule"]}))
-    if hasattr(experiment.task, "lifetime"):
+    if not hasattr(experiment.task, "training_stream"):
         # NOTE: typical feature values are sampled from labelled training streams, which control tasks do not have.
-        raise NeuroevoError("neuroevo inspect supports rules evolved on labelled-data tasks only; this rule was evolved on a control task")
+        raise NeuroevoError(
+            f"neuroevo inspect supports rules evolved on labelled-data tasks only; this rule was evolved on the "
+            f"{metadata['source_config'].get('task', {}).get('name')!r} task, which has no training stream"
+        )
     samples = sample_features(experiment.learner, experiment.task, experiment.train_pools, loaded.params, experiment.key(99))
     samples = samples[np.all(np.isfinite(samples), axis=1)]
     if len(samples) == 0:
