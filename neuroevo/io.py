@@ -9,6 +9,7 @@ JSON and raw arrays only; nothing in the file is ever executed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -110,3 +111,22 @@ def read_rule_file(path: Path) -> tuple[dict, dict]:
             f"{str(path)!r} has rule format version {version!r}, newer than this neuroevo reads ({RULE_FORMAT_VERSION}); upgrade neuroevo"
         )
     return unflatten_params(arrays), metadata
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """Serialise ``value`` as strict JSON: NaN and infinite floats become ``null``.
+
+    Python's ``json`` writes them as ``NaN`` and ``Infinity``, which strict parsers (and
+    most languages other than Python) reject; a diverged lifetime produces such values.
+    """
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: clean(child) for key, child in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(child) for child in item]
+        return item
+
+    return json.dumps(clean(value), allow_nan=False, **options)

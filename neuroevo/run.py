@@ -42,7 +42,7 @@ from neuroevo.distributed import is_main_process
 from neuroevo.errors import NeuroevoError
 from neuroevo.evolve import Evolution, EvolutionState
 from neuroevo.experiment import Experiment, build_experiment, compare_heldout
-from neuroevo.io import atomic_write_text, save_rule
+from neuroevo.io import atomic_write_text, save_rule, strict_json
 from neuroevo.metagrad import MetaGradient, MetaGradientState
 from neuroevo.plots import plot_fitness, plot_learning_curves
 from neuroevo.rules import rule_name
@@ -151,7 +151,7 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     if len(records) != generation:
         raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")
     if is_main_process():
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in records))
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(strict_json(record) + "\n" for record in records))
 
     if generation == config.evolution.generations and (run_dir / "summary.json").is_file():
         log(f"run {run_dir} is already complete ({generation} generations); see its summary.json")
@@ -170,7 +170,8 @@ def _read_records(path: Path, up_to: int) -> list[dict]:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("generation"), int) and record["generation"] <= up_to:
-                records[record["generation"]] = record
+                # strict_json wrote NaN and infinite values as null.
+                records[record["generation"]] = {key: float("nan") if value is None else value for key, value in record.items()}
     return [records[generation] for generation in sorted(records)]
 
 
@@ -255,7 +256,7 @@ def _run(
             record["wall_time"] = round(earlier_seconds + seconds, 3)
             records.append(record)
             if main:
-                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.write(strict_json(record) + "\n")
                 metrics_file.flush()
 
             all_invalid_streak = all_invalid_streak + 1 if record["nan_count"] == evolution.population_size else 0
@@ -336,7 +337,7 @@ def write_summary(
         summary["heldout_task_metrics"] = task_metrics
     if not write:
         return summary
-    atomic_write_text(out_dir / filename, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / filename, strict_json(summary, indent=2) + "\n")
     lifetimes = next(iter(summary["heldout"].values()))["lifetimes"]
     plot_learning_curves(
         {method: result.curve for method, result in results.items()},

@@ -15,7 +15,7 @@ from neuroevo.config import config_from_dict, read_yaml
 from neuroevo.errors import NeuroevoError
 from neuroevo.evaluate import check_features_available
 from neuroevo.experiment import build_experiment
-from neuroevo.io import read_rule_file, save_rule
+from neuroevo.io import read_rule_file, save_rule, strict_json
 from neuroevo.rules.mlp import DEFAULT_FEATURES
 
 TINY = {
@@ -196,3 +196,11 @@ def test_inspect_rejects_unsupported_plot_extension(exported, tmp_path, capsys):
 def test_evaluate_rejects_rule_overrides(exported, tmp_path, capsys):
     assert main(["evaluate", str(exported), "--set", "rule.output_scale=1.0", "--out", str(tmp_path / "e")]) == 2
     assert "the rule is fixed by the rule file" in capsys.readouterr().err
+
+
+def test_strict_json_writes_null_for_nan():
+    text = strict_json({"mean": float("nan"), "ci95": [float("-inf"), 0.5], "lifetimes": 3})
+
+    assert json.loads(text) == {"mean": None, "ci95": [None, 0.5], "lifetimes": 3}
+    assert "NaN" not in text
+    assert "Infinity" not in text
