@@ -116,8 +116,8 @@ def read_rule_file(path: Path) -> tuple[dict, dict]:
 def strict_json(value: Any, **options: Any) -> str:
     """Serialise ``value`` as strict JSON: NaN and infinite floats become ``null``.
 
-    Python's ``json`` writes them as ``NaN`` and ``Infinity``, which strict parsers (and
-    most languages other than Python) reject; a diverged lifetime produces such values.
+    Python's ``json`` writes them as ``NaN`` and ``Infinity``, which the JSON standard does
+    not allow, so strict parsers reject them. A diverged lifetime produces such values.
     """
 
     def clean(item: Any) -> Any:
