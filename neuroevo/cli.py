@@ -7,6 +7,7 @@ User mistakes (invalid config, impossible sizes, unwritable paths) print one lin
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -143,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except MemoryError:
         print(f"neuroevo: error: {_OUT_OF_MEMORY}", file=sys.stderr)
+        return 2
+    except PermissionError as error:
+        print(f"neuroevo: error: cannot write {error.filename!r} ({error.strerror}); use a writable directory, e.g. --out runs/NAME", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"neuroevo: error: cannot write {error.filename!r} ({error.strerror}); free space or use a writable directory", file=sys.stderr)
         return 2
     except Exception as error:
         # XLA reports an allocation it cannot make as a JaxRuntimeError, whose class is private.

@@ -325,9 +325,10 @@ def build_section(cls: type, data: Any, prefix: str) -> Any:
     for key in data:
         if key not in fields:
             full_key = f"{prefix}.{key}" if prefix else str(key)
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            valid = [*getattr(cls, "handled_elsewhere", ()), *fields]
+            close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key {full_key!r}{hint}. Valid keys here: {', '.join(fields)}")
+            raise ConfigError(f"unknown config key {full_key!r}{hint}. Valid keys here: {', '.join(valid)}")
     values = {}
     for name, value in data.items():
         full_key = f"{prefix}.{name}" if prefix else name
@@ -371,6 +372,7 @@ def config_from_dict(data: Any) -> Config:
 
 @dataclasses.dataclass(frozen=True)
 class _ConfigWithoutPlugins:
+    handled_elsewhere = ("task", "rule")  # top-level sections that config_from_dict validates before this class
     seed: int = 0
     network: NetworkConfig = NetworkConfig()
     signal: SignalConfig = SignalConfig()

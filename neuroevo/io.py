@@ -103,6 +103,8 @@ def read_rule_file(path: Path) -> tuple[dict, dict]:
         metadata = json.loads(header["__metadata__"]["neuroevo"])
     except (SafetensorError, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise NeuroevoError(f"{str(path)!r} is not a valid neuroevo rule file (corrupt or truncated: {error}); export the rule again") from None
+    if not isinstance(metadata, dict):
+        raise NeuroevoError(f"{str(path)!r} is not a valid neuroevo rule file (its metadata is not a JSON object); export the rule again")
     if metadata.get("format") != RULE_FORMAT:
         raise NeuroevoError(f"{str(path)!r} is a safetensors file but not a neuroevo rule file (format {metadata.get('format')!r})")
     version = metadata.get("format_version")
@@ -110,7 +112,11 @@ def read_rule_file(path: Path) -> tuple[dict, dict]:
         raise NeuroevoError(
             f"{str(path)!r} has rule format version {version!r}, newer than this neuroevo reads ({RULE_FORMAT_VERSION}); upgrade neuroevo"
         )
-    return unflatten_params(arrays), metadata
+    try:
+        params = unflatten_params(arrays)
+    except (AttributeError, TypeError, IndexError, ValueError):
+        raise NeuroevoError(f"{str(path)!r} is not a valid neuroevo rule file (a tensor name is both a leaf and a group); export the rule again") from None
+    return params, metadata
 
 
 def strict_json(value: Any, **options: Any) -> str:

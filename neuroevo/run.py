@@ -146,7 +146,10 @@ def resume(run_dir: Path, log: Log = print) -> dict:
             raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} was written by a run with a different config than {run_dir / 'config.yaml'}; restore the matching checkpoint or start a new run")
         state = checkpoint.state
         generation = int(checkpoint.info["generation"])
-        best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
+        try:
+            best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
+        except TypeError:
+            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} is corrupt (its best-rule record has unexpected fields); the run cannot resume from it") from None
     records = _read_records(run_dir / "metrics.jsonl", generation)
     if len(records) != generation:
         raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")
@@ -196,10 +199,11 @@ def _all_invalid_message(settings: Any, streak: int, generation: int) -> str:
             f"the meta-loss or its gradient was NaN or infinite for {streak} steps in a row (up to step {generation}); "
             "lower evolution.learning_rate, evolution.meta_gradient.clip_norm or rule.output_scale"
         )
+    alternative = "" if settings.strategy == "Open_ES" else ", or choose another evolution.strategy such as Open_ES"
     return (
         f"every member's fitness was NaN or infinite for {streak} generations in a row "
         f"(up to generation {generation}), so {settings.strategy} gets no signal; lower evolution.std "
-        "or rule.output_scale, or choose another evolution.strategy such as Open_ES"
+        f"or rule.output_scale{alternative}"
     )
 
 

@@ -125,3 +125,14 @@ def test_resume_rejects_a_checkpoint_of_another_config(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evolve", "--resume", str(run_dir)]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_resume_rejects_edited_checkpoint_info(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(TINY))
+    info = np.frombuffer(json.dumps({"generation": "three"}).encode(), dtype=np.uint8)
+    np.savez(run_dir / CHECKPOINT_NAME, info=info)
+
+    assert main(["evolve", "--resume", str(run_dir)]) == 2
+    assert "lacks the generation or the best rule" in capsys.readouterr().err

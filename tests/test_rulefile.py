@@ -204,3 +204,25 @@ def test_strict_json_writes_null_for_nan():
     assert json.loads(text) == {"mean": None, "ci95": [None, 0.5], "lifetimes": 3}
     assert "NaN" not in text
     assert "Infinity" not in text
+
+
+def test_load_rule_rejects_list_metadata(tmp_path):
+    from safetensors.numpy import save
+
+    path = tmp_path / "list.safetensors"
+    path.write_bytes(save({"w": np.zeros(2, np.float32)}, metadata={"neuroevo": "[1, 2]"}))
+
+    with pytest.raises(NeuroevoError, match="metadata is not a JSON object"):
+        neuroevo.load_rule(path)
+
+
+def test_load_rule_rejects_clashing_tensor_names(exported, tmp_path):
+    from safetensors.numpy import save
+
+    params, metadata = read_rule_file(exported)
+    path = tmp_path / "clash.safetensors"
+    header = json.dumps({"format": "neuroevo-rule", "format_version": 1, **{key: value for key, value in metadata.items() if key not in ("format", "format_version")}})
+    path.write_bytes(save({"params": np.zeros(1, np.float32), "params/x": np.zeros(1, np.float32)}, metadata={"neuroevo": header}))
+
+    with pytest.raises(NeuroevoError, match="both a leaf and a group"):
+        neuroevo.load_rule(path)
