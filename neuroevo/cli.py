@@ -66,9 +66,27 @@ def command_evolve(args: argparse.Namespace) -> int:
         resume(Path(args.resume))
         return 0
     path, config = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else claim_default_dir(Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     evolve(config, out)
     return 0
+
+
+def claim_default_dir(base: Path) -> Path:
+    """Create and return ``base``, or ``base-2``, ``base-3``, ... if runs started in the same second took it.
+
+    ``mkdir`` without ``exist_ok`` is atomic, so two processes never claim the same directory.
+    """
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for index in range(1, 1000):
+        candidate = base if index == 1 else base.with_name(f"{base.name}-{index}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise NeuroevoError(f"cannot create run directory {str(candidate)!r} ({error.strerror}); pass a writable --out") from None
+        return candidate
+    raise NeuroevoError(f"run directories {str(base)!r}-2 to -999 all exist; pass --out")
 
 
 def command_evaluate(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from neuroevo import cli
-from neuroevo.cli import load_config, main
+from neuroevo.cli import claim_default_dir, load_config, main
 from neuroevo.config import config_from_dict
 from neuroevo.io import read_rule_file
 from neuroevo.rules import build_rule
@@ -298,3 +298,15 @@ def test_all_invalid_generations_stop_the_run(tmp_path, capsys):
     assert "for 5 generations in a row" in error
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["generation"] for line in lines] == [1, 2, 3, 4, 5]
+
+
+def test_default_run_dirs_never_collide(tmp_path):
+    base = tmp_path / "runs" / "digits-20261205-000000"
+
+    first = claim_default_dir(base)
+    second = claim_default_dir(base)
+
+    assert first == base
+    assert second == base.with_name(base.name + "-2")
+    assert first.is_dir()
+    assert second.is_dir()
