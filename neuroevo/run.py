@@ -131,7 +131,10 @@ def resume(run_dir: Path, log: Log = print) -> dict:
         raise NeuroevoError(f"--resume {str(run_dir)!r}: no such directory")
     if not (run_dir / "config.yaml").is_file():
         raise NeuroevoError(f"--resume {str(run_dir)!r} is not a run directory (it has no config.yaml)")
-    config = config_from_dict(read_yaml(run_dir / "config.yaml"))
+    data = read_yaml(run_dir / "config.yaml")
+    if not data:
+        raise NeuroevoError(f"{run_dir / 'config.yaml'} is empty, so the run's config is lost; restore it (evolve writes the resolved config there)")
+    config = config_from_dict(data)
     experiment = build_experiment(config)
     evolution = experiment.evolution()
     state = evolution.init(experiment.key(0))

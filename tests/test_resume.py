@@ -136,3 +136,12 @@ def test_resume_rejects_edited_checkpoint_info(tmp_path, capsys):
 
     assert main(["evolve", "--resume", str(run_dir)]) == 2
     assert "lacks the generation or the best rule" in capsys.readouterr().err
+
+
+def test_resume_rejects_an_empty_config(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("")
+
+    assert main(["evolve", "--resume", str(run_dir)]) == 2
+    assert "config.yaml is empty" in capsys.readouterr().err
