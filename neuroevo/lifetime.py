@@ -102,8 +102,9 @@ class Learner:
     trace_decay: float = 0.8  # d in trace <- d * trace + (1 - d) * a
 
     def __post_init__(self):
-        # A per-edge rule needs this graph's block shapes; a shared rule is unchanged.
-        shapes = tuple(self.topology.block_shape(block) for block in range(len(self.topology.blocks)))
+        # A per-edge rule needs the edge shape of every block, (n_dst, n_src) or (E,) for an edge
+        # list; a shared rule is unchanged.
+        shapes = tuple(self.topology.edge_shape(block) for block in range(len(self.topology.blocks)))
         object.__setattr__(self, "rule", bind(self.rule, shapes))
 
     def init_network(self, key: jax.Array) -> NetworkState:

@@ -416,3 +416,21 @@ def test_lifetime_weights_finite(name):
         assert bool(jnp.all(after * mask == after)), f"block {block} changed an absent edge"
     assert not np.allclose(final.weights[0], network.weights[0])
     assert bool(jnp.all(jnp.isfinite(losses)))
+
+
+def test_per_edge_rule_on_edge_lists():
+    config = config_from_dict(
+        {
+            "task": {"name": "digits", "n_way": 3, "k_shot": 2, "n_query": 3},
+            "network": {"topology": "sparse", "hidden": [16], "density": 0.3},
+            "rule": {"name": "abcd", "per_edge": True},
+        }
+    )
+    experiment = build_experiment(config)
+    params = experiment.learner.rule.random_params(jax.random.key(0))
+
+    result = experiment.evolution().evaluate(params, experiment.train_pools, jax.random.split(jax.random.key(1), 2))
+
+    for block in range(len(experiment.learner.topology.blocks)):
+        assert params[f"block_{block}"]["A"].shape == experiment.learner.topology.edge_shape(block)
+    assert np.all(np.isfinite(np.asarray(result.metric)))
