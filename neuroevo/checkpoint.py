@@ -87,8 +87,8 @@ def load_checkpoint(run_dir: Path, state_template: Any, params_template: Any) ->
         info = json.loads(arrays.pop("info").tobytes().decode("utf-8"))
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as error:
         raise NeuroevoError(f"checkpoint {str(path)!r} is corrupt ({error}); the run cannot resume from it") from None
-    if not isinstance(info, dict) or not isinstance(info.get("generation"), int) or not isinstance(info.get("best"), dict):
-        raise NeuroevoError(f"checkpoint {str(path)!r} is corrupt (its info record lacks the generation or the best rule); the run cannot resume from it")
+    if not isinstance(info, dict) or not isinstance(info.get("generation"), int):
+        raise NeuroevoError(f"checkpoint {str(path)!r} is corrupt (its info record has no integer generation); the run cannot resume from it")
     if info.get("checkpoint_version", 0) > CHECKPOINT_VERSION:
         raise NeuroevoError(f"checkpoint {str(path)!r} was written by a newer neuroevo (version {info['checkpoint_version']}); upgrade neuroevo")
     state = _restore_tree(state_template, arrays, "state", path)

@@ -151,8 +151,8 @@ def resume(run_dir: Path, log: Log = print) -> dict:
         generation = int(checkpoint.info["generation"])
         try:
             best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
-        except TypeError:
-            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} is corrupt (its best-rule record has unexpected fields); the run cannot resume from it") from None
+        except (KeyError, TypeError):
+            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} is corrupt (its best-rule record is missing or has unexpected fields); the run cannot resume from it") from None
     records = _read_records(run_dir / "metrics.jsonl", generation)
     if len(records) != generation:
         raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")

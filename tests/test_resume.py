@@ -135,7 +135,7 @@ def test_resume_rejects_edited_checkpoint_info(tmp_path, capsys):
     np.savez(run_dir / CHECKPOINT_NAME, info=info)
 
     assert main(["evolve", "--resume", str(run_dir)]) == 2
-    assert "lacks the generation or the best rule" in capsys.readouterr().err
+    assert "has no integer generation" in capsys.readouterr().err
 
 
 def test_resume_rejects_an_empty_config(tmp_path, capsys):
