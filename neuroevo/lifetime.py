@@ -37,7 +37,7 @@ class NetworkState(NamedTuple):
     feedback: signals.FeedbackMatrices  # fixed random matrices of the pathway, or None (see signals.py)
     rule_state: tuple  # per block, the rule's per-edge state
     traces: tuple[jax.Array, ...]  # per group (n,), exponential trace of the activations (features pre_trace, post_trace)
-    edge_age: graph.Weights  # per block (n_dst, n_src), steps each edge has existed (feature edge_age)
+    edge_age: graph.Weights  # per block, shaped like its weights: steps each edge has existed (feature edge_age)
 
 
 class LearningSignals(NamedTuple):
@@ -128,11 +128,11 @@ class Learner:
         return graph.propagate(self.topology, weights, x)
 
     def output(self, activations: tuple) -> jax.Array:
-        """Activations of the output group (n_out,)."""
+        """Return the activations of the output group (n_out,)."""
         return activations[self.topology.output_group]
 
     def loss(self, states: tuple, activations: tuple, target: jax.Array) -> jax.Array:
-        """Loss of one presentation against ``target`` (n_out,).
+        """Return the loss of one presentation against ``target`` (n_out,).
 
         Cross-entropy of the output states for softmax outputs (``target`` a probability
         vector, one-hot for labels), else the summed squared error of the output activations.
@@ -144,7 +144,7 @@ class Learner:
         return jnp.sum((activations[out] - target) ** 2)
 
     def supervised_signals(self, activations: tuple, target: jax.Array) -> LearningSignals:
-        """Learning signals of a labelled example: output error ``target - a``, no reward."""
+        """Return the learning signals of a labelled example: output error ``target - a``, no reward."""
         return LearningSignals(error_out=signals.output_error(target, self.output(activations)), reward=jnp.float32(0.0))
 
     # Plasticity ------------------------------------------------------------------------------
@@ -244,5 +244,5 @@ class Lifetimes:
 
     @partial(jax.jit, static_argnames=("self",))
     def sweep(self, stacked_params: Any, pools: Any, keys: jax.Array) -> jax.Array:
-        """Mean task metric of each parameter set (leading axis of ``stacked_params``) on the same lifetimes."""
+        """Return the mean task metric of each parameter set (leading axis of ``stacked_params``) on the same lifetimes."""
         return jax.vmap(lambda params: self.run(params, pools, keys).metric.mean())(stacked_params)
