@@ -76,6 +76,10 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
         *parents, leaf = name.split("/")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"tensor name {name!r} passes through {part!r}, which is a tensor")
+        if leaf in node:
+            raise ValueError(f"tensor name {name!r} is also a group of tensors")
         node[leaf] = value
     return params
 
@@ -114,7 +118,7 @@ def read_rule_file(path: Path) -> tuple[dict, dict]:
         )
     try:
         params = unflatten_params(arrays)
-    except (AttributeError, TypeError, IndexError, ValueError):
+    except ValueError:
         raise NeuroevoError(f"{str(path)!r} is not a valid neuroevo rule file (a tensor name is both a leaf and a group); export the rule again") from None
     return params, metadata
 
