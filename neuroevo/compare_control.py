@@ -3,9 +3,13 @@
 Every method runs the same meta-test lifetimes (same environment parameters, same initial
 weights) twice: once as configured, and once with the weights perturbed at
 ``task.perturb_step`` of every episode. The reward in the recovery window can then be
-compared with and without the perturbation. Methods: ``evolved``; ``no_plasticity`` (the initial weights kept all episode);
-``random_rule`` (a rule with random parameters); ``hebbian`` (``dw = eta * pre * post``
-with ``eta``, of either sign, chosen by a sweep on meta-train lifetimes).
+compared with and without the perturbation. The methods are:
+
+- ``evolved``: the evolved rule;
+- ``no_plasticity``: the initial weights, kept for the whole episode;
+- ``random_rule``: a rule with random parameters;
+- ``hebbian``: ``dw = eta * pre * post``, with ``eta`` of either sign chosen by a sweep on
+  meta-train lifetimes.
 """
 
 from __future__ import annotations

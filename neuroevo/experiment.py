@@ -138,7 +138,7 @@ def _sweep_note(name: str, values: tuple[float, ...], scores: list[float], log: 
 
 
 def _best(values: tuple[float, ...], scores: list[float], higher_is_better: bool) -> float:
-    """The value with the best finite score; NaN or infinite scores (diverged lifetimes) rank last."""
+    """Return the value with the best finite score; NaN or infinite scores (diverged lifetimes) rank last."""
     signed = [score if higher_is_better else -score for score in scores]
     finite = [score if np.isfinite(score) else -np.inf for score in signed]
     return values[int(np.argmax(finite))]

@@ -143,8 +143,8 @@ def neuron_contexts(
 ) -> tuple[NeuronContext, ...]:
     """Collect every per-neuron quantity, with neighbour-weight statistics over all blocks.
 
-    ``traces`` are the activation traces per group (n,), zero when omitted; ``reward`` is a
-    scalar learning signal (0 for tasks without rewards), given to every neuron.
+    ``traces`` are the activation traces per group (n,), zero when omitted. ``reward`` is a
+    scalar learning signal (0 for tasks without rewards) that every neuron receives.
     """
     n_groups = len(topology.group_sizes)
     if traces is None:
@@ -166,7 +166,7 @@ def neuron_contexts(
         out_sum[src] += column_sums(topology, block, w)
         out_sq[src] += column_sums(topology, block, w * w)
         out_count[src] += column_sums(topology, block, m)
-        # Missing edges have w = 0, so they never raise the max of |w|.
+        # The lifetime keeps W * M == W, so missing edges have w = 0 and cannot raise the max of |w|.
         in_max[dst] = jnp.maximum(in_max[dst], row_abs_max(topology, block, w))
         out_max[src] = jnp.maximum(out_max[src], column_abs_max(topology, block, w))
     return tuple(

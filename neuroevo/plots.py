@@ -45,8 +45,8 @@ def plot_learning_curves(
 ) -> None:
     """Plot the mean per-step ``metric`` of each method, one line per method.
 
-    For supervised tasks a step is one training example and the value the query ``metric``
-    after it; for return tasks a step is one env step and the value its reward.
+    For supervised tasks a step is one training example, and the value is the query
+    ``metric`` after it. For return tasks a step is one env step, and the value is its reward.
 
     ``curves`` maps a method to (lifetimes, steps) metric values; a method whose curve is None
     (multi-pass training) is drawn as a dashed line at its final value from ``finals``.

@@ -3,13 +3,13 @@
 Each task instance is ``y = A sin(x - phi)``. Amplitude ``A`` and phase ``phi`` are drawn
 uniformly from the split's ranges and ``x`` uniformly from ``x_range``, the setup of Finn,
 Abbeel and Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
-Networks" (A in [0.1, 5], phi in [0, pi], x in [-5, 5]). A lifetime sees ``k_shot``
+Networks" (A in [0.1, 5], phi in [0, pi], x in [-5, 5]). A lifetime presents ``k_shot``
 samples once each, in random order, and is scored by the mean squared error on ``n_query``
 fresh samples of the same sinusoid.
 
 Meta-train and meta-test draw from ranges that must be disjoint in amplitude or in phase;
 by default both use amplitudes [0.1, 5], meta-train phases [0, pi/2] and meta-test phases
-[pi/2, pi]. The network sees ``x`` divided by ``max(|x_low|, |x_high|)``, so its input lies
+[pi/2, pi]. The network receives ``x`` divided by ``max(|x_low|, |x_high|)``, so its input lies
 in [-1, 1]; targets and errors stay in the units of ``y``.
 """
 
