@@ -168,7 +168,7 @@ class MetaGradientConfig:
             raise ConfigError(f"evolution.meta_gradient.clip_norm={self.clip_norm} must be positive")
 
 
-_ES_ONLY = ("strategy", "population", "std")  # options that only an evolution strategy reads
+_ES_ONLY = ("strategy", "population", "std", "lifetime_batch")  # options that only an evolution strategy reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +180,7 @@ class EvolutionConfig:
     population: int = 64
     generations: int = 300  # meta_gradient: optimizer steps
     lifetimes_per_member: int = 8  # task instances each member is scored on per generation; meta_gradient: per step
+    lifetime_batch: int | None = None  # lifetimes per member run at once, the rest in sequence; None: all on GPU/TPU, as many as fit in cache on CPU
     std: float = 0.07  # search noise (std_schedule or std_init of the strategy)
     optimizer: Literal["adam", "sgd"] = "adam"  # for strategies that take an optax optimizer
     learning_rate: float = 0.03
@@ -194,6 +195,8 @@ class EvolutionConfig:
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"evolution.{name}={value} must be at least 1")
+        if self.lifetime_batch is not None and self.lifetime_batch < 1:
+            raise ConfigError(f"evolution.lifetime_batch={self.lifetime_batch} must be at least 1, or null to choose by device")
         if self.std <= 0:
             raise ConfigError(f"evolution.std={self.std} must be positive")
         if self.learning_rate <= 0:

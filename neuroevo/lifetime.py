@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from neuroevo import features as feature_lib
 from neuroevo import graph, signals
@@ -220,14 +221,18 @@ class Lifetimes:
 
         return jax.vmap(one)(keys)
 
-    def run_population(self, stacked_params: Any, pools: Any, keys: jax.Array) -> LifetimeResult:
+    def run_population(self, stacked_params: Any, pools: Any, keys: jax.Array, batch: int | None = None) -> LifetimeResult:
         """Live one lifetime per key for every parameter set (leading axis P of ``stacked_params``).
 
-        Results are batched as (P, n). Lifetimes form the outer ``vmap`` and members the inner
-        one, so each task instance and initial network is drawn once per key and shared by the
-        members. The weights are then laid out (n, P, n_dst, n_src), so the forward pass of
+        Results are batched as (P, n). Lifetimes form the outer loop and members the inner
+        ``vmap``, so each task instance and initial network is drawn once per key and shared by
+        the members. The weights are then laid out (n, P, n_dst, n_src), so the forward pass of
         all members on a shared input is one matrix product. With members as the outer
         ``vmap``, XLA transposes every weight block at every step to form that product.
+
+        ``batch`` lifetimes run at once (``vmap``) and the batches in sequence (``lax.map``);
+        None runs all n at once. On a CPU, batches small enough for the population's weights
+        to stay in cache can be faster (see :func:`neuroevo.evolve.cpu_lifetime_batch`).
         """
 
         def one(key: jax.Array) -> LifetimeResult:
@@ -235,7 +240,10 @@ class Lifetimes:
             instance = self.task.sample(key_instance, pools)
             return jax.vmap(lambda params: self.task.lifetime(self.learner, params, instance, key_network))(stacked_params)
 
-        return jax.vmap(one, out_axes=1)(keys)
+        if batch is None or batch >= keys.shape[0]:
+            return jax.vmap(one, out_axes=1)(keys)
+        results = lax.map(one, keys, batch_size=batch)  # every leaf (n, P, ...)
+        return jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), results)
 
     @partial(jax.jit, static_argnames=("self", "plastic", "track_query"))
     def evaluate(self, params: Any, pools: Any, keys: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:

@@ -108,6 +108,7 @@ def test_config_not_mapping():
         ({"network": {"init_gain": -1.0}}, "network.init_gain"),
         ({"evolution": {"population": 0}}, "evolution.population=0"),
         ({"evolution": {"std": 0.0}}, "evolution.std"),
+        ({"evolution": {"lifetime_batch": 0}}, "evolution.lifetime_batch=0"),
         ({"evaluation": {"lifetimes": 1}}, "evaluation.lifetimes"),
         ({"evaluation": {"learning_rates": []}}, "evaluation.learning_rates"),
         ({"task": {"n_way": 1}}, "task.n_way=1"),

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neuroevo import graph
+from neuroevo import evolve, graph
 from neuroevo.config import EvolutionConfig, config_from_dict
 from neuroevo.errors import ConfigError
 from neuroevo.evolve import Evolution, make_strategy
@@ -181,3 +181,15 @@ def test_make_strategy_even_population():
     strategy, _ = make_strategy(EvolutionConfig(strategy="Open_ES", population=6), TEMPLATE)
 
     assert strategy.population_size == 6
+
+
+def test_cpu_lifetime_batch_fits_cache(monkeypatch):
+    monkeypatch.setattr(evolve, "cpu_cache_bytes", lambda: 2**21)
+
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=4065) == 2  # 1.04 MB per lifetime
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=325) == 25  # 83 kB per lifetime
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=31_000) == 1  # never below one
+
+
+def test_cpu_cache_bytes_positive():
+    assert evolve.cpu_cache_bytes() >= 2**16

@@ -312,18 +312,19 @@ def test_run_diverged_fitness_nan():
     assert np.isnan(float(result.fitness))
 
 
-def test_run_population_matches_run():
+@pytest.mark.parametrize("batch", [None, 1, 2])
+def test_run_population_matches_run(batch):
     task = build_task(DigitsConfig(n_way=3, k_shot=2, n_query=4))
     rule = MLPRule(("pre", "post", "weight", "error"), (4,))
     lifetimes = Lifetimes(make_learner(rule, "random_feedback", (5,), n_inputs=64), task)
     members = [rule.random_params(jax.random.key(seed)) for seed in range(3)]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
     pools = task.data("train")
-    keys = jax.random.split(jax.random.key(5), 2)
+    keys = jax.random.split(jax.random.key(5), 3)  # batch 2 leaves a remainder of one lifetime
 
-    result = jax.jit(lifetimes.run_population)(stacked, pools, keys)
+    result = jax.jit(lifetimes.run_population, static_argnums=3)(stacked, pools, keys, batch)
 
-    assert result.loss.shape == (3, 2)
+    assert result.loss.shape == (3, 3)
     for member, params in enumerate(members):
         expected = jax.jit(lifetimes.run)(params, pools, keys)
         np.testing.assert_allclose(result.loss[member], expected.loss, rtol=1e-5, err_msg=f"member {member}")
