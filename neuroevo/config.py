@@ -195,6 +195,8 @@ class EvolutionConfig:
             value = getattr(self, name)
             if value < 1:
                 raise ConfigError(f"evolution.{name}={value} must be at least 1")
+        if self.method == "es" and self.population < 2:
+            raise ConfigError(f"evolution.population={self.population} is too small: an evolution strategy needs at least 2 members to compare; use e.g. 16")
         if self.lifetime_batch is not None and self.lifetime_batch < 1:
             raise ConfigError(f"evolution.lifetime_batch={self.lifetime_batch} must be at least 1, or null to choose by device")
         if self.std <= 0:

@@ -125,6 +125,13 @@ class ControlConfig:
             for field, bounds in zip(self.vary, ranges):
                 if len(bounds) != 2 or not bounds[0] < bounds[1]:
                     raise ConfigError(f"task.{key} entry {list(bounds)} for {field!r} must be [low, high] with low < high")
+        defaults = make_environment(self.env)[1]
+        for key in ("train_ranges", "test_ranges"):
+            for field, bounds in zip(self.vary, getattr(self, key)):
+                # Masses, lengths, forces and time steps of these environments are positive. Zero or
+                # negative values make the physics divide by zero or run backwards.
+                if float(getattr(defaults, field)) > 0 and bounds[0] <= 0:
+                    raise ConfigError(f"task.{key} entry {list(bounds)} for {field!r} reaches {bounds[0]}, but {field} must stay positive (default {float(getattr(defaults, field)):g}); use a low bound above 0")
         for field, train, test in zip(self.vary, self.train_ranges, self.test_ranges):
             if train[0] < test[1] and test[0] < train[1]:
                 raise ConfigError(

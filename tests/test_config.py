@@ -109,6 +109,7 @@ def test_config_not_mapping():
         ({"evolution": {"population": 0}}, "evolution.population=0"),
         ({"evolution": {"std": 0.0}}, "evolution.std"),
         ({"evolution": {"lifetime_batch": 0}}, "evolution.lifetime_batch=0"),
+        ({"evolution": {"strategy": "CMA_ES", "population": 1}}, "evolution.population=1"),
         ({"evaluation": {"lifetimes": 1}}, "evaluation.lifetimes"),
         ({"evaluation": {"learning_rates": []}}, "evaluation.learning_rates"),
         ({"task": {"n_way": 1}}, "task.n_way=1"),

@@ -104,6 +104,7 @@ def test_cartpole_derived_fields_follow_length():
         ({"vary": ("total_mass",)}, "cannot vary"),
         ({"train_ranges": ((0.3, 0.8),)}, "overlap"),
         ({"test_ranges": ((0.9, 0.5),)}, "low < high"),
+        ({"test_ranges": ((-0.5, 0.2),)}, "must stay positive"),
         ({"train_ranges": ((0.4, 0.8), (1.0, 2.0))}, "one [low, high] per field"),
         ({"vary": ()}, "empty"),
         ({"perturb_step": 450, "recovery_window": 100}, "exceeds"),
