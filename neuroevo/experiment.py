@@ -115,6 +115,8 @@ def check_neurons(config: Config, task: Any, feature_names: tuple[str, ...]) -> 
         raise ConfigError(f"network.neurons=lif supports classification tasks only (spike-count readout), but {name} reports {task.metric}; use network.neurons=rate")
     if config.network.output_activation != "softmax":
         raise ConfigError("network.neurons=lif reads class probabilities from the output spikes; set network.output_activation=softmax")
+    if raster_task and config.spiking.ticks != task.raster_ticks:
+        raise ConfigError(f"spiking.ticks={config.spiking.ticks} differs from the {task.raster_ticks} ticks of the {name} task's rasters; set spiking.ticks={task.raster_ticks}")
     if raster_task != (config.spiking.encoder == "raster"):
         fix = "spiking.encoder=raster" if raster_task else "spiking.encoder=rate or latency"
         raise ConfigError(f"spiking.encoder={config.spiking.encoder} does not fit the {name} task, whose inputs are {'spike rasters' if raster_task else 'values in [0, 1]'}; set {fix}")

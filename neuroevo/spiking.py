@@ -1,17 +1,17 @@
 """Spiking graph networks: leaky integrate-and-fire neurons, spike coding, delays and STDP sums.
 
 Neurons are leaky integrate-and-fire (LIF) units with delta synapses (Gerstner, Kistler,
-Naud and Paninski 2014, "Neuronal Dynamics", chapter 1). Each tick of ``dt`` ms:
+Naud and Paninski 2014, "Neuronal Dynamics"). Each tick of ``dt`` ms:
 
     v <- exp(-dt / tau_mem) * v + I          (I = sum of the weights of the spikes arriving now)
     spike when v >= v_threshold; then v <- v_reset and the neuron stays at v_reset,
     ignoring input, for ``refractory`` ticks.
 
-The resting potential is 0. A presentation runs ``ticks`` synchronous ticks from rest: every
-non-input group receives the spikes its source groups emitted on the previous tick (or
-``1 + d`` ticks earlier through an edge with delay ``d``), so the existing topologies and both
-block layouts run unchanged through :func:`neuroevo.graph.matvec`. The input group emits the
-encoded input and the bias neuron spikes on every tick.
+The resting potential is 0. A presentation runs ``ticks`` synchronous ticks from rest. Every
+non-input group receives the spikes that its source groups emitted on the previous tick, or
+``1 + d`` ticks earlier through an edge with delay ``d``. The existing topologies and both
+block layouts therefore run unchanged through :func:`neuroevo.graph.matvec`. The input
+group emits the encoded input, and the bias neuron spikes on every tick.
 
 Input coding: ``rate`` (Bernoulli spikes with probability ``x * max_rate * dt`` per tick),
 ``latency`` (one spike at tick ``round((1 - x) * (ticks - 1))``; ``x <= 0`` never spikes) or
@@ -227,7 +227,7 @@ def stdp_sums(
 
 
 class SpikingStates(NamedTuple):
-    """What one presentation of a spiking network leaves for the loss and the rule."""
+    """Per-group output of one presentation of a spiking network, read by the loss and the rule."""
 
     h: tuple[jax.Array, ...]  # per group (n,): output logits; spike rate (spikes / ticks) elsewhere
     spikes: tuple[jax.Array, ...]  # per group (ticks, n) spike raster; clamped groups included
@@ -295,9 +295,9 @@ def simulate(config: SpikingConfig, topology: graph.Topology, weights: graph.Wei
 class SpikingLearner(Learner):
     """A :class:`~neuroevo.lifetime.Learner` whose neurons are LIF units; same building blocks, same tasks.
 
-    ``present`` runs ``spiking.ticks`` ticks and returns :class:`SpikingStates`; the rule runs
-    once per presentation on features that summarise its spikes (rates, counts, first-spike
-    times, traces and the STDP sums).
+    ``present`` runs ``spiking.ticks`` ticks and returns :class:`SpikingStates`. The rule runs
+    once per presentation, on features that summarise its spikes: rates, counts, first-spike
+    times, traces and the STDP sums.
 
     NOTE: one rule call per presentation, not per tick. The STDP sums add up the per-tick
     pair-based terms of the presentation, which equals per-tick STDP exactly while the

@@ -16,7 +16,9 @@ from neuroevo.errors import ConfigError
 from neuroevo.evolve import Evolution
 from neuroevo.experiment import build_experiment
 from neuroevo.features import EdgeFeatures
+from neuroevo.lifetime import Lifetimes
 from neuroevo.rules import RewardSTDPRule, STDPRule
+from neuroevo.tasks.spike_patterns import SpikePatternsConfig, SpikePatternsTask, perfect_matchings
 
 
 def numpy_lif(config: SpikingConfig, currents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -267,3 +269,48 @@ def test_spiking_config_errors(change, message):
     data = {**SMALL_SPIKING, **change}
     with pytest.raises(ConfigError, match=message):
         build_experiment(config_from_dict(data))
+
+
+def test_perfect_matchings_counts():
+    assert len(perfect_matchings(4)) == 3
+    assert len(perfect_matchings(6)) == 15
+    for matching in perfect_matchings(6):
+        assert sorted(group for pair in matching for group in pair) == list(range(6))
+    assert len(set(perfect_matchings(6))) == 15
+
+
+def test_spike_patterns_differ_only_in_coincidences():
+    config = SpikePatternsConfig(n_groups=6, channels_per_group=2, ticks=20, slot_ticks=5, jitter=0)
+    task = SpikePatternsTask.from_config(config)
+    pools = task.data("train")
+    rasters = np.asarray(pools.support).reshape(*pools.support.shape[:2], config.ticks, task.n_inputs)
+
+    # Every channel fires exactly once in every pattern of every class.
+    np.testing.assert_array_equal(rasters.sum(axis=2), 1.0)
+
+    # Without jitter, two groups fire at the same tick exactly when the class pairs them.
+    matchings = perfect_matchings(6)
+    for position, label in enumerate(config.train_classes):
+        pairs = {frozenset(pair) for pair in matchings[label]}
+        spike_ticks = rasters[position, 0].argmax(axis=0)[:: config.channels_per_group]  # one channel per group
+        for a in range(6):
+            for b in range(a + 1, 6):
+                assert (spike_ticks[a] == spike_ticks[b]) == (frozenset((a, b)) in pairs)
+
+
+def test_spike_patterns_lifetime_runs():
+    data = {
+        "task": {"name": "spike_patterns", "n_way": 3, "k_shot": 2, "n_query": 3, "ticks": 20, "patterns_per_class": 10},
+        "network": {"neurons": "lif"},
+        "signal": {"feedback": "none"},
+        "spiking": {"ticks": 20, "encoder": "raster"},
+        "rule": {"name": "reward_stdp"},
+    }
+    experiment = build_experiment(config_from_dict(data))
+    result = Lifetimes(experiment.learner, experiment.task).evaluate(experiment.initial_rule_params(), experiment.test_pools, jax.random.split(jax.random.key(0), 4))
+
+    assert np.all(np.isfinite(np.asarray(result.fitness)))
+    assert np.all((0.0 <= np.asarray(result.metric)) & (np.asarray(result.metric) <= 1.0))
+
+    with pytest.raises(ConfigError, match="spiking.ticks=24 differs"):
+        build_experiment(config_from_dict({**data, "spiking": {"ticks": 24, "encoder": "raster"}}))
