@@ -138,9 +138,9 @@ class Delays(graph._FixedArrays):
 
     def __init__(self, per_block):
         self.per_block = tuple(graph._frozen(delays, np.int32) for delays in per_block)
-        self._fields = tuple(f"_block{index}" for index in range(len(self.per_block)))
-        for index, delays in enumerate(self.per_block):
-            setattr(self, f"_block{index}", delays)
+
+    def _key(self) -> tuple:
+        return tuple((delays.shape, delays.tobytes()) for delays in self.per_block)
 
     @property
     def max_delay(self) -> int:

@@ -232,8 +232,8 @@ SMALL_SPIKING = {
     "task": {"name": "digits", "n_way": 3, "k_shot": 2, "n_query": 3},
     "network": {"neurons": "lif"},
     "signal": {"feedback": "none"},
-    "rule": {"name": "mlp", "features": ["pre", "post", "error", "stdp_ltp", "stdp_ltd", "pre_first_spike"], "hidden": [4]},
-    "spiking": {"ticks": 8, "max_delay": 2},
+    "rule": {"name": "reward_stdp"},
+    "spiking": {"ticks": 6, "max_delay": 2},
     "evolution": {"population": 4, "lifetimes_per_member": 2, "std": 0.1},
 }
 
@@ -262,7 +262,7 @@ def test_spiking_generation_compiles_once():
         ({"spiking": {"encoder": "raster"}}, "spiking.encoder=raster does not fit"),
         ({"spiking": {"v_reset": 2.0}}, "must be below spiking.v_threshold"),
         ({"spiking": {"max_rate": 2.0}}, "above 1"),
-        ({"spiking": {"ticks": 8, "max_delay": 8}}, "spiking.max_delay=8"),
+        ({"spiking": {"ticks": 6, "max_delay": 6}}, "spiking.max_delay=6"),
     ],
 )
 def test_spiking_config_errors(change, message):
@@ -300,10 +300,10 @@ def test_spike_patterns_differ_only_in_coincidences():
 
 def test_spike_patterns_lifetime_runs():
     data = {
-        "task": {"name": "spike_patterns", "n_way": 3, "k_shot": 2, "n_query": 3, "ticks": 20, "patterns_per_class": 10},
+        "task": {"name": "spike_patterns", "n_way": 3, "k_shot": 2, "n_query": 3, "ticks": 8, "slot_ticks": 3, "jitter": 0, "patterns_per_class": 10},
         "network": {"neurons": "lif"},
         "signal": {"feedback": "none"},
-        "spiking": {"ticks": 20, "encoder": "raster"},
+        "spiking": {"ticks": 8, "encoder": "raster"},
         "rule": {"name": "reward_stdp"},
     }
     experiment = build_experiment(config_from_dict(data))
@@ -312,5 +312,5 @@ def test_spike_patterns_lifetime_runs():
     assert np.all(np.isfinite(np.asarray(result.fitness)))
     assert np.all((0.0 <= np.asarray(result.metric)) & (np.asarray(result.metric) <= 1.0))
 
-    with pytest.raises(ConfigError, match="spiking.ticks=24 differs"):
-        build_experiment(config_from_dict({**data, "spiking": {"ticks": 24, "encoder": "raster"}}))
+    with pytest.raises(ConfigError, match="spiking.ticks=9 differs"):
+        build_experiment(config_from_dict({**data, "spiking": {"ticks": 9, "encoder": "raster"}}))
