@@ -187,7 +187,7 @@ def spiking_baselines() -> list[tuple[str, Rule]]:
     return [("stdp", STDPRule()), ("reward_stdp", RewardSTDPRule(modulator="error"))]
 
 
-def _swept_rule(experiment: Experiment, kind: str, rule: Rule, log: Callable[[str], None], keys: jax.Array, higher_is_better: bool) -> MethodResult:
+def sweep_fixed_rule(experiment: Experiment, kind: str, rule: Rule, log: Callable[[str], None], keys: jax.Array, higher_is_better: bool) -> MethodResult:
     """Choose ``eta`` of a fixed rule on meta-train lifetimes, then score it on the meta-test lifetimes ``keys``."""
     evaluation = experiment.config.evaluation
     task = experiment.task
@@ -234,7 +234,7 @@ def compare_heldout(
 
     if isinstance(experiment.learner, SpikingLearner):
         for kind, rule in spiking_baselines():
-            results[kind] = _swept_rule(experiment, kind, rule, log, keys, higher_is_better)
+            results[kind] = sweep_fixed_rule(experiment, kind, rule, log, keys, higher_is_better)
         return results
 
     gradient_methods = [("sgd_one_pass", "sgd", 1), ("sgd_multi_pass", "sgd", evaluation.multi_pass_epochs)]
@@ -254,5 +254,5 @@ def compare_heldout(
 
     if extended:
         for kind, rule in classic_baselines():
-            results[kind] = _swept_rule(experiment, kind, rule, log, keys, higher_is_better)
+            results[kind] = sweep_fixed_rule(experiment, kind, rule, log, keys, higher_is_better)
     return results
