@@ -48,6 +48,7 @@ class NetworkConfig:
     init: Literal["normal", "uniform", "zeros"] = "normal"
     init_gain: float = 1.0  # weight std is init_gain / sqrt(fan_in), fan_in counting existing edges
     trace_decay: float = 0.8  # features pre_trace, post_trace: trace <- trace_decay * trace + (1 - trace_decay) * a
+    neurons: Literal["rate", "lif"] = "rate"  # lif: leaky integrate-and-fire neurons configured by the spiking section
     topology: Literal["layered", "recurrent", "sparse", "small_world", "local"] = "layered"
     recurrent: tuple[str, ...] = ()  # recurrent: extra edges "src->dst", src the same or a later group; empty: each hidden layer feeds itself
     density: float = 0.25  # sparse: share of the possible edges of each non-bias block that exist
@@ -155,6 +156,48 @@ class SignalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SpikingConfig:
+    """Leaky integrate-and-fire dynamics, spike coding and timing features (``network.neurons: lif``).
+
+    Times are in milliseconds; the simulation advances ``dt`` per tick.
+    """
+
+    ticks: int = 20  # simulation ticks per presentation
+    dt: float = 1.0  # ms per tick
+    tau_mem: float = 10.0  # membrane time constant, ms
+    v_threshold: float = 1.0  # a neuron spikes when its membrane potential reaches this value
+    v_reset: float = 0.0  # membrane potential after a spike and during the refractory period
+    refractory: int = 1  # ticks after a spike during which the neuron ignores input and cannot spike
+    encoder: Literal["rate", "latency", "raster"] = "rate"  # raster: the task presents spike rasters (ticks * n_inputs values)
+    max_rate: float = 0.2  # rate encoder: spikes per ms of an input of value 1 (0.2 is 200 Hz)
+    readout: Literal["count", "first_spike"] = "count"  # output logits from spike counts or from first-spike times
+    readout_scale: float = 1.0  # logits = readout_scale * spike count (or * ticks left after the first spike)
+    tau_plus: float = 10.0  # ms, decay of the presynaptic spike trace (potentiation window of STDP)
+    tau_minus: float = 10.0  # ms, decay of the postsynaptic spike trace (depression window of STDP)
+    max_delay: int = 0  # synaptic delays drawn per edge from 0..max_delay ticks; 0 turns delays off
+
+    def validate(self) -> None:
+        if self.ticks < 1:
+            raise ConfigError(f"spiking.ticks={self.ticks} must be at least 1")
+        if self.ticks > _MAX_TICKS:
+            raise ConfigError(f"spiking.ticks={self.ticks} is more than {_MAX_TICKS}; use at most {_MAX_TICKS}")
+        for name in ("dt", "tau_mem", "max_rate", "readout_scale", "tau_plus", "tau_minus"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"spiking.{name}={getattr(self, name)} must be positive")
+        if self.v_reset >= self.v_threshold:
+            raise ConfigError(f"spiking.v_reset={self.v_reset} must be below spiking.v_threshold={self.v_threshold}")
+        if self.refractory < 0:
+            raise ConfigError(f"spiking.refractory={self.refractory} is negative; use 0 (no refractory period) or a tick count")
+        if self.max_rate * self.dt > 1.0:
+            raise ConfigError(
+                f"spiking.max_rate={self.max_rate} with dt={self.dt} gives a spike probability {self.max_rate * self.dt:g} per tick, "
+                f"above 1; use max_rate <= {1.0 / self.dt:g}"
+            )
+        if not 0 <= self.max_delay < self.ticks:
+            raise ConfigError(f"spiking.max_delay={self.max_delay} must be in [0, ticks); use 0 for no delays or fewer than {self.ticks} ticks")
+
+
+@dataclasses.dataclass(frozen=True)
 class MetaGradientConfig:
     """Options of the meta-gradient outer loop (``evolution.method: meta_gradient``)."""
 
@@ -243,6 +286,7 @@ class Config:
     signal: SignalConfig = SignalConfig()
     evolution: EvolutionConfig = EvolutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    spiking: SpikingConfig = SpikingConfig()
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -383,10 +427,15 @@ class _ConfigWithoutPlugins:
     signal: SignalConfig = SignalConfig()
     evolution: EvolutionConfig = EvolutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    spiking: SpikingConfig = SpikingConfig()
 
     def validate(self) -> None:
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed} is negative; use an integer >= 0")
+        if self.network.neurons == "rate" and self.spiking != SpikingConfig():
+            raise ConfigError("the spiking section only applies to spiking neurons; remove it or set network.neurons=lif")
+        if self.network.neurons == "lif" and self.evolution.method == "meta_gradient":
+            raise ConfigError("network.neurons=lif has no gradient through spike thresholds; use evolution.method=es")
 
 
 def _assemble(data: dict, task: Any, rule: Any) -> Config:
@@ -399,6 +448,7 @@ def _assemble(data: dict, task: Any, rule: Any) -> Config:
         signal=rest.signal,
         evolution=rest.evolution,
         evaluation=rest.evaluation,
+        spiking=rest.spiking,
     )
 
 

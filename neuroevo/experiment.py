@@ -16,8 +16,9 @@ from neuroevo.evolve import Evolution
 from neuroevo.features import FEATURES
 from neuroevo.lifetime import HIGHER_IS_BETTER, Learner, LifetimeResult, Lifetimes
 from neuroevo.metagrad import MetaGradient
-from neuroevo.rules import BCMRule, Rule, ThreeFactorRule, build_rule
+from neuroevo.rules import BCMRule, RewardSTDPRule, Rule, STDPRule, ThreeFactorRule, build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
+from neuroevo.spiking import SpikingLearner, spiking_learner
 from neuroevo.stats import mean_ci95
 from neuroevo.tasks import build_task, task_name
 from neuroevo.topologies import build_topology
@@ -82,7 +83,8 @@ def build_experiment(config: Config) -> Experiment:
     if hasattr(task, "prepare_rule"):
         rule = task.prepare_rule(rule, topology)
     check_signals(rule.feature_names, task, task_name(config.task))
-    learner = Learner(
+    check_neurons(config, task, rule.feature_names)
+    learner_options = dict(
         topology=topology,
         rule=rule,
         feedback=config.signal.feedback,
@@ -91,7 +93,33 @@ def build_experiment(config: Config) -> Experiment:
         fitness=config.evolution.fitness,
         trace_decay=network.trace_decay,
     )
+    if network.neurons == "lif":
+        learner = spiking_learner(learner_options, config.spiking, config.seed)
+    else:
+        learner = Learner(**learner_options)
     return Experiment(config, task, learner, task.data("train"), task.data("test"))
+
+
+def check_neurons(config: Config, task: Any, feature_names: tuple[str, ...]) -> None:
+    """Raise ConfigError when the neuron model, the input coding, the task and the rule's features do not fit together."""
+    name = task_name(config.task)
+    spike_features = [feature for feature in feature_names if FEATURES[feature].spiking]
+    raster_task = getattr(task, "presents_spikes", False)
+    if config.network.neurons == "rate":
+        if spike_features:
+            raise ConfigError(f"rule features {', '.join(spike_features)} describe spikes, which rate neurons do not emit; set network.neurons=lif or remove them")
+        if raster_task:
+            raise ConfigError(f"the {name} task presents spike rasters; set network.neurons=lif and spiking.encoder=raster")
+        return
+    if task.metric != "accuracy":
+        raise ConfigError(f"network.neurons=lif supports classification tasks only (spike-count readout), but {name} reports {task.metric}; use network.neurons=rate")
+    if config.network.output_activation != "softmax":
+        raise ConfigError("network.neurons=lif reads class probabilities from the output spikes; set network.output_activation=softmax")
+    if raster_task and config.spiking.ticks != task.raster_ticks:
+        raise ConfigError(f"spiking.ticks={config.spiking.ticks} differs from the {task.raster_ticks} ticks of the {name} task's rasters; set spiking.ticks={task.raster_ticks}")
+    if raster_task != (config.spiking.encoder == "raster"):
+        fix = "spiking.encoder=raster" if raster_task else "spiking.encoder=rate or latency"
+        raise ConfigError(f"spiking.encoder={config.spiking.encoder} does not fit the {name} task, whose inputs are {'spike rasters' if raster_task else 'values in [0, 1]'}; set {fix}")
 
 
 def check_task_fit(config: Config, task: Any) -> None:
@@ -154,6 +182,26 @@ def classic_baselines() -> list[tuple[str, Rule]]:
     return rules
 
 
+def spiking_baselines() -> list[tuple[str, Rule]]:
+    """Fixed STDP rules compared on spiking networks: pair-based STDP and error-modulated STDP; only ``eta`` is tuned."""
+    return [("stdp", STDPRule()), ("reward_stdp", RewardSTDPRule(modulator="error"))]
+
+
+def sweep_fixed_rule(experiment: Experiment, kind: str, rule: Rule, log: Callable[[str], None], keys: jax.Array, higher_is_better: bool) -> MethodResult:
+    """Choose ``eta`` of a fixed rule on meta-train lifetimes, then score it on the meta-test lifetimes ``keys``."""
+    evaluation = experiment.config.evaluation
+    task = experiment.task
+    lifetimes = Lifetimes(dataclasses.replace(experiment.learner, rule=rule), task)
+    etas = evaluation.learning_rates
+    fixed = rule.init(experiment.key(_KEY_RULE_INIT))
+    swept = {**jax.tree.map(lambda value: jnp.broadcast_to(value, (len(etas),)), fixed), "eta": jnp.asarray(etas, jnp.float32)}
+    scores = [float(score) for score in lifetimes.sweep(swept, experiment.train_pools, experiment.sweep_keys())]
+    _sweep_note(f"{kind} eta", etas, scores, log)
+    eta = _best(etas, scores, higher_is_better)
+    result = lifetimes.evaluate({**fixed, "eta": jnp.float32(eta)}, experiment.test_pools, keys, track_query=True)
+    return _method_result(task, result, f"eta={eta:g} from meta-train sweep")
+
+
 def compare_heldout(
     experiment: Experiment,
     rule_params: Any,
@@ -166,7 +214,9 @@ def compare_heldout(
     with freshly initialised parameters), ``sgd_one_pass`` and ``sgd_multi_pass`` (optax SGD).
     ``extended`` adds ``adam_one_pass`` and the fixed-coefficient rules of
     :func:`classic_baselines`. Every learning rate comes from a sweep on meta-train
-    lifetimes; meta-test lifetimes only score.
+    lifetimes; meta-test lifetimes only score. A spiking network has no gradient through
+    its spike thresholds, so it gets the STDP rules of :func:`spiking_baselines` in place
+    of the gradient methods.
     """
     evaluation = experiment.config.evaluation
     keys = experiment.heldout_keys()
@@ -181,6 +231,11 @@ def compare_heldout(
     }
     random_params = experiment.learner.rule.random_params(experiment.key(_KEY_RANDOM_RULE))
     results["random_rule"] = _method_result(task, lifetimes.evaluate(random_params, test, keys, track_query=True))
+
+    if isinstance(experiment.learner, SpikingLearner):
+        for kind, rule in spiking_baselines():
+            results[kind] = sweep_fixed_rule(experiment, kind, rule, log, keys, higher_is_better)
+        return results
 
     gradient_methods = [("sgd_one_pass", "sgd", 1), ("sgd_multi_pass", "sgd", evaluation.multi_pass_epochs)]
     if extended:
@@ -199,13 +254,5 @@ def compare_heldout(
 
     if extended:
         for kind, rule in classic_baselines():
-            classic = Lifetimes(dataclasses.replace(experiment.learner, rule=rule), task)
-            etas = evaluation.learning_rates
-            fixed = rule.init(experiment.key(_KEY_RULE_INIT))
-            swept = {**jax.tree.map(lambda value: jnp.broadcast_to(value, (len(etas),)), fixed), "eta": jnp.asarray(etas, jnp.float32)}
-            scores = [float(score) for score in classic.sweep(swept, train, sweep_keys)]
-            _sweep_note(f"{kind} eta", etas, scores, log)
-            eta = _best(etas, scores, higher_is_better)
-            result = classic.evaluate({**fixed, "eta": jnp.float32(eta)}, test, keys, track_query=True)
-            results[kind] = _method_result(task, result, f"eta={eta:g} from meta-train sweep")
+            results[kind] = sweep_fixed_rule(experiment, kind, rule, log, keys, higher_is_better)
     return results

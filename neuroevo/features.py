@@ -16,6 +16,11 @@ runs on both layouts, and on a dense block it never builds the (n_dst, n_src, F)
 Every feature is one float per edge; :data:`FEATURES` lists each with its kind and meaning.
 Activation traces and edge ages are state that the lifetime carries from step to step
 (``NetworkState.traces`` and ``NetworkState.edge_age`` in :mod:`neuroevo.lifetime`).
+
+Spike-timing features (``Feature.spiking``) summarise the spike trains of one presentation
+of a spiking network (:mod:`neuroevo.spiking`): spike counts, first-spike times, spike
+traces and the two sums of pair-based STDP. Rate networks have no spikes, so a rule that
+reads them needs ``network.neurons: lif``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class Feature:
     kind: str  # "post", "pre" or "edge"
     doc: str
     requires: str = ""  # the learning signal a task must provide for this feature, if any
+    spiking: bool = False  # True for spike-timing features, which only spiking networks provide
 
 
 FEATURES: dict[str, Feature] = {
@@ -58,6 +64,14 @@ FEATURES: dict[str, Feature] = {
     "pre_trace": Feature("pre", "exponential trace of a_j: x <- d * x + (1 - d) * a_j each step, with d = network.trace_decay"),
     "post_trace": Feature("post", "exponential trace of a_i: x <- d * x + (1 - d) * a_i each step, with d = network.trace_decay"),
     "edge_age": Feature("edge", "steps since edge (j -> i) was created; equal for every edge, because no rule creates or resets edges yet"),
+    "pre_spike_count": Feature("pre", "spikes of neuron j in this presentation", spiking=True),
+    "post_spike_count": Feature("post", "spikes of neuron i in this presentation", spiking=True),
+    "pre_first_spike": Feature("pre", "tick of neuron j's first spike divided by spiking.ticks; 1 if it did not spike", spiking=True),
+    "post_first_spike": Feature("post", "tick of neuron i's first spike divided by spiking.ticks; 1 if it did not spike", spiking=True),
+    "pre_spike_trace": Feature("pre", "spike trace of j at the last tick: x <- exp(-dt / tau_plus) * x + s_j each tick, from 0", spiking=True),
+    "post_spike_trace": Feature("post", "spike trace of i at the last tick: y <- exp(-dt / tau_minus) * y + s_i each tick, from 0", spiking=True),
+    "stdp_ltp": Feature("edge", "sum over the spikes of i of the trace x_j as it arrives at the edge: causal pre-then-post pairs, exp(-delta_t / tau_plus) each", spiking=True),
+    "stdp_ltd": Feature("edge", "sum over the arrivals of j's spikes of the trace y_i: anti-causal post-then-pre pairs, exp(-delta_t / tau_minus) each", spiking=True),
 }
 
 
@@ -75,6 +89,19 @@ class NeuronContext(NamedTuple):
     out_max: jax.Array  # (n,)
     reward: jax.Array  # (n,) the broadcast reward signal
     trace: jax.Array  # (n,) exponential trace of the activation
+    spike_count: jax.Array  # (n,) spikes in the presentation; zero in rate networks
+    first_spike: jax.Array  # (n,) first-spike tick / ticks, 1 without a spike
+    spike_trace_plus: jax.Array  # (n,) spike trace with tau_plus at the last tick
+    spike_trace_minus: jax.Array  # (n,) spike trace with tau_minus at the last tick
+
+
+class SpikeSummary(NamedTuple):
+    """Spike-timing quantities of one group over one presentation."""
+
+    count: jax.Array  # (n,) spikes
+    first_spike: jax.Array  # (n,) tick of the first spike / ticks; 1.0 without a spike
+    trace_plus: jax.Array  # (n,) spike trace with time constant tau_plus at the last tick
+    trace_minus: jax.Array  # (n,) spike trace with time constant tau_minus at the last tick
 
 
 _CONTEXT_FIELD = {
@@ -92,6 +119,12 @@ _CONTEXT_FIELD = {
     "reward": "reward",
     "pre_trace": "trace",
     "post_trace": "trace",
+    "pre_spike_count": "spike_count",
+    "post_spike_count": "spike_count",
+    "pre_first_spike": "first_spike",
+    "post_first_spike": "first_spike",
+    "pre_spike_trace": "spike_trace_plus",
+    "post_spike_trace": "spike_trace_minus",
 }
 
 
@@ -140,15 +173,20 @@ def neuron_contexts(
     errors: tuple[jax.Array, ...],
     traces: tuple[jax.Array, ...] | None = None,
     reward: jax.Array | float = 0.0,
+    spikes: tuple[SpikeSummary, ...] | None = None,
 ) -> tuple[NeuronContext, ...]:
     """Collect every per-neuron quantity, with neighbour-weight statistics over all blocks.
 
     ``traces`` are the activation traces per group (n,), zero when omitted. ``reward`` is a
     scalar learning signal (0 for tasks without rewards) that every neuron receives.
+    ``spikes`` summarises each group's spikes in a spiking network; without it, spike
+    counts and traces are zero and first-spike times are 1.
     """
     n_groups = len(topology.group_sizes)
     if traces is None:
         traces = tuple(jnp.zeros((size,)) for size in topology.group_sizes)
+    if spikes is None:
+        spikes = tuple(SpikeSummary(jnp.zeros((size,)), jnp.ones((size,)), jnp.zeros((size,)), jnp.zeros((size,))) for size in topology.group_sizes)
     reward = jnp.asarray(reward, jnp.float32)
     in_sum = [jnp.zeros((size,)) for size in topology.group_sizes]
     in_sq = [jnp.zeros((size,)) for size in topology.group_sizes]
@@ -182,6 +220,10 @@ def neuron_contexts(
             out_max=out_max[group],
             reward=jnp.full((topology.group_sizes[group],), reward),
             trace=traces[group],
+            spike_count=spikes[group].count,
+            first_spike=spikes[group].first_spike,
+            spike_trace_plus=spikes[group].trace_plus,
+            spike_trace_minus=spikes[group].trace_minus,
         )
         for group in range(n_groups)
     )
@@ -194,11 +236,12 @@ def block_features(
     weight: jax.Array,
     edge_age: jax.Array | None = None,
     edges: EdgeList | None = None,
+    stdp: tuple[jax.Array, jax.Array] | None = None,
 ) -> EdgeFeatures:
     """Assemble the factored features of one block.
 
-    ``weight`` and ``edge_age`` (zero when omitted) are (n_dst, n_src), or (E,) with the
-    block's ``edges``.
+    ``weight``, ``edge_age`` (zero when omitted) and the STDP sums ``stdp = (ltp, ltd)``
+    (zero when omitted) are (n_dst, n_src), or (E,) with the block's ``edges``.
     """
     kinds = split_by_kind(names)
     n_dst, n_src = post_context.activation.shape[0], pre_context.activation.shape[0]
@@ -207,7 +250,8 @@ def block_features(
         columns = [getattr(context, _CONTEXT_FIELD[names[index]]) for index in indices]
         return jnp.stack(columns, axis=-1) if columns else jnp.zeros((size, 0))
 
-    edge_values = {"weight": weight, "edge_age": jnp.zeros_like(weight) if edge_age is None else edge_age}
+    ltp, ltd = (jnp.zeros_like(weight), jnp.zeros_like(weight)) if stdp is None else stdp
+    edge_values = {"weight": weight, "edge_age": jnp.zeros_like(weight) if edge_age is None else edge_age, "stdp_ltp": ltp, "stdp_ltd": ltd}
     edge_columns = [edge_values[names[index]] for index in kinds["edge"]]
     edge = jnp.stack(edge_columns, axis=-1) if edge_columns else jnp.zeros((*weight.shape, 0))
     post = stack(post_context, kinds["post"], n_dst)

@@ -11,6 +11,7 @@ from neuroevo.tasks.digits import DigitsConfig, DigitsTask
 from neuroevo.tasks.fewshot import ClassPools, FewShotClassification, FewShotInstance
 from neuroevo.tasks.sinusoid import SinusoidConfig, SinusoidInstance, SinusoidTask
 from neuroevo.tasks.sklearn_tables import BreastCancerConfig, IrisConfig, SklearnTableTask, WineConfig
+from neuroevo.tasks.spike_patterns import SpikePatternsConfig, SpikePatternsTask
 
 TASK_CONFIGS: dict[str, type] = {
     "digits": DigitsConfig,
@@ -21,6 +22,7 @@ TASK_CONFIGS: dict[str, type] = {
     "sinusoid": SinusoidConfig,
     "continual_digits": ContinualDigitsConfig,
     "control": ControlConfig,
+    "spike_patterns": SpikePatternsConfig,
 }
 _TASK_CLASSES: dict[type, type] = {
     DigitsConfig: DigitsTask,
@@ -31,6 +33,7 @@ _TASK_CLASSES: dict[type, type] = {
     SinusoidConfig: SinusoidTask,
     ContinualDigitsConfig: ContinualDigitsTask,
     ControlConfig: ControlTask,
+    SpikePatternsConfig: SpikePatternsTask,
 }
 
 
@@ -65,6 +68,8 @@ __all__ = [
     "SinusoidInstance",
     "SinusoidTask",
     "SklearnTableTask",
+    "SpikePatternsConfig",
+    "SpikePatternsTask",
     "UserDatasetConfig",
     "UserDatasetTask",
     "WineConfig",

@@ -31,6 +31,14 @@ FEATURE_KINDS = {
     "pre_trace": "pre",
     "post_trace": "post",
     "edge_age": "edge",
+    "pre_spike_count": "pre",
+    "post_spike_count": "post",
+    "pre_first_spike": "pre",
+    "post_first_spike": "post",
+    "pre_spike_trace": "pre",
+    "post_spike_trace": "post",
+    "stdp_ltp": "edge",
+    "stdp_ltd": "edge",
 }
 
 

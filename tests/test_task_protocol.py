@@ -42,7 +42,8 @@ SUPERVISED_TASKS = sorted({*SMALL_OPTIONS, "dataset"})
 
 def test_every_task_has_a_contract():
     # Control tasks have no training stream; tests/test_control.py checks their contract.
-    assert set(TASK_CONFIGS) == {*SUPERVISED_TASKS, "control"}
+    # Spike patterns need a spiking network; tests/test_spiking.py runs them.
+    assert set(TASK_CONFIGS) == {*SUPERVISED_TASKS, "control", "spike_patterns"}
 
 
 @pytest.fixture(scope="module", params=SUPERVISED_TASKS)

@@ -11,6 +11,7 @@ from neuroevo.rules.hebbian import ABCDRule, ABCDRuleConfig
 from neuroevo.rules.mlp import MLPRule, MLPRuleConfig
 from neuroevo.rules.oja import OjaRule, OjaRuleConfig
 from neuroevo.rules.polynomial import PolynomialRule, PolynomialRuleConfig
+from neuroevo.rules.stdp import RewardSTDPRule, RewardSTDPRuleConfig, STDPRule, STDPRuleConfig
 from neuroevo.rules.three_factor import ThreeFactorRule, ThreeFactorRuleConfig
 
 RULE_CONFIGS: dict[str, type] = {
@@ -21,6 +22,8 @@ RULE_CONFIGS: dict[str, type] = {
     "bcm": BCMRuleConfig,
     "three_factor": ThreeFactorRuleConfig,
     "polynomial": PolynomialRuleConfig,
+    "stdp": STDPRuleConfig,
+    "reward_stdp": RewardSTDPRuleConfig,
 }
 _RULE_CLASSES: dict[type, type] = {
     MLPRuleConfig: MLPRule,
@@ -30,6 +33,8 @@ _RULE_CLASSES: dict[type, type] = {
     BCMRuleConfig: BCMRule,
     ThreeFactorRuleConfig: ThreeFactorRule,
     PolynomialRuleConfig: PolynomialRule,
+    STDPRuleConfig: STDPRule,
+    RewardSTDPRuleConfig: RewardSTDPRule,
 }
 
 
@@ -60,7 +65,11 @@ __all__ = [
     "PolynomialRule",
     "PolynomialRuleConfig",
     "RULE_CONFIGS",
+    "RewardSTDPRule",
+    "RewardSTDPRuleConfig",
     "Rule",
+    "STDPRule",
+    "STDPRuleConfig",
     "ThreeFactorRule",
     "ThreeFactorRuleConfig",
     "bind",
