@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from neuroevo.errors import ConfigError
+from neuroevo.structural import StructureConfig
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 _MAX_TICKS = 1000  # every tick runs every block once per presentation, so more is never useful here
@@ -238,6 +239,7 @@ class Config:
     signal: SignalConfig = SignalConfig()
     evolution: EvolutionConfig = EvolutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    structure: StructureConfig = StructureConfig()
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -378,6 +380,7 @@ class _ConfigWithoutPlugins:
     signal: SignalConfig = SignalConfig()
     evolution: EvolutionConfig = EvolutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    structure: StructureConfig = StructureConfig()
 
     def validate(self) -> None:
         if self.seed < 0:
@@ -394,6 +397,7 @@ def _assemble(data: dict, task: Any, rule: Any) -> Config:
         signal=rest.signal,
         evolution=rest.evolution,
         evaluation=rest.evaluation,
+        structure=rest.structure,
     )
 
 

@@ -19,6 +19,7 @@ from neuroevo.metagrad import MetaGradient
 from neuroevo.rules import BCMRule, Rule, ThreeFactorRule, build_rule
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.stats import mean_ci95
+from neuroevo.structural import StructureMetrics, WithStructureParams
 from neuroevo.tasks import build_task, task_name
 from neuroevo.topologies import build_topology
 
@@ -81,6 +82,8 @@ def build_experiment(config: Config) -> Experiment:
     rule = build_rule(config.rule)
     if hasattr(task, "prepare_rule"):
         rule = task.prepare_rule(rule, topology)
+    if config.structure.evolve:
+        rule = WithStructureParams(rule, config.structure)
     check_signals(rule.feature_names, task, task_name(config.task))
     learner = Learner(
         topology=topology,
@@ -90,6 +93,7 @@ def build_experiment(config: Config) -> Experiment:
         weight_gain=network.init_gain,
         fitness=config.evolution.fitness,
         trace_decay=network.trace_decay,
+        structure=config.structure,
     )
     return Experiment(config, task, learner, task.data("train"), task.data("test"))
 
@@ -130,6 +134,8 @@ class MethodResult:
 def _method_result(task: Any, result: LifetimeResult, note: str = "") -> MethodResult:
     extra = task.extra_metrics(result) if hasattr(task, "extra_metrics") else {}
     extra = {name: np.asarray(values) for name, values in extra.items()}
+    if isinstance(result.structure, StructureMetrics):
+        extra.update({name: np.asarray(values) for name, values in result.structure._asdict().items()})
     return MethodResult(np.asarray(result.metric), np.asarray(result.curve.query), note, extra)
 
 
