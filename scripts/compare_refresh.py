@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=CONFIGS / "continual_digits_refresh.yaml", help="base config; rows add structure switches")
     parser.add_argument("--out", type=Path, default=Path("runs/refresh"))
-    parser.add_argument("--generations", type=int, default=40)
+    parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--population", type=int, default=16)
     parser.add_argument("--lifetimes", type=int, default=8, help="lifetimes per member per generation")
     parser.add_argument("--eval-lifetimes", type=int, default=200, help="meta-test lifetimes per method")
