@@ -25,10 +25,11 @@ edges it starts with: every edge the topology allows, or a random ``density`` sh
 Blocks from the bias neuron are never pruned, regrown or thinned. Masks keep their fixed
 shapes, so refreshes run inside the jitted lifetime.
 
-The step counter is created inside the lifetime and never depends on batched values, so
-under ``vmap`` the ``lax.cond`` that runs a refresh stays a branch and the refresh costs
-nothing between refreshes (except where a task mixes the network state with batched
-values, as the control tasks do at episode ends).
+The step counter is created inside the lifetime and never depends on batched values. Under
+``vmap`` the ``lax.cond`` that runs a refresh therefore stays a branch, and steps between
+refreshes only add to the window sums. A task that mixes the network state with batched
+values (the control tasks do at episode ends) turns the branch into a select, which runs
+the refresh computation on every step.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def prunable_blocks(topology: graph.Topology) -> tuple[int, ...]:
 
 
 def allowed_masks(topology: graph.Topology) -> graph.Weights:
-    """Where the topology allows an edge, per block: the masks a network without refresh starts with."""
+    """Return where the topology allows an edge, per block: the masks a network without refresh starts with."""
     return graph.init_masks(topology)
 
 
@@ -273,8 +274,8 @@ def prune(
     """Return the masks without pruned edges, and the number pruned.
 
     An edge is pruned when it has existed ``min_age`` steps or more and ``|w|`` is below
-    ``threshold`` times the mean ``|w|`` of the block's existing edges; at most
-    ``floor(fraction * budget)`` per block, smallest ``|w|`` first.
+    ``threshold`` times the mean ``|w|`` of the block's existing edges. At most
+    ``floor(fraction * budget)`` edges per block go, smallest ``|w|`` first.
     """
     new_masks, count = list(masks), jnp.float32(0.0)
     for block in prunable_blocks(topology):
@@ -352,7 +353,7 @@ def refresh(
 ) -> Refreshed:
     """Run one refresh at the end of a window: measure dormancy, reset neurons, prune, regrow.
 
-    ``values`` holds the refresh options (:meth:`StructureConfig.values`).
+    ``values`` contains the refresh options (:meth:`StructureConfig.values`).
     ``init_weights(key, masks)`` draws fresh weights as the lifetime's initialisation does.
     The draws come from ``fold_in(key, step)``, split into (reset, regrowth) keys; the reset
     draws one full set of fresh weights for the masks before pruning.
