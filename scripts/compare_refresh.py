@@ -16,6 +16,8 @@ on the last task, plus the structure metrics of :mod:`neuroevo.structural`.
 
     python scripts/compare_refresh.py --out runs/refresh                      # continual digits
     python scripts/compare_refresh.py --config configs/cartpole_refresh.yaml --out runs/refresh_cartpole
+    python scripts/compare_refresh.py --config configs/continual_digits.yaml --set structure.every=20 \
+        --set structure.density=0.5 --only none prune_regrow prune_random --out runs/refresh_single_layer
     python scripts/compare_refresh.py --out runs/refresh --table-only
 """
 
@@ -58,7 +60,7 @@ def run_one(label: str, args: argparse.Namespace) -> None:
     if (out_dir / "summary.json").is_file():
         return
     command = [sys.executable, "-m", "neuroevo.cli", "evolve", str(args.config), "--out", str(out_dir)]
-    for override in [*ROWS[label], *budget_overrides(args)]:
+    for override in [*args.set, *ROWS[label], *budget_overrides(args)]:
         command += ["--set", override]
     print("$ " + " ".join(command[2:]), flush=True)
     log_path = args.out / f"{label}.log"
@@ -118,6 +120,7 @@ def main() -> None:
     parser.add_argument("--lifetimes", type=int, default=8, help="lifetimes per member per generation")
     parser.add_argument("--eval-lifetimes", type=int, default=200, help="meta-test lifetimes per method")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every row, e.g. structure.every=20")
     parser.add_argument("--only", nargs="*", choices=list(ROWS), help="rows to run (default: all)")
     parser.add_argument("--table-only", action="store_true", help="tabulate finished runs without starting any")
     args = parser.parse_args()
