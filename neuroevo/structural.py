@@ -81,7 +81,7 @@ class StructureConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"structure.{name}={getattr(self, name)} is negative; use a value >= 0")
         if not 0.0 <= self.prune_fraction <= 1.0:
-            raise ConfigError(f"structure.prune_fraction={self.prune_fraction} is outside [0, 1]")
+            raise ConfigError(f"structure.prune_fraction={self.prune_fraction} is outside [0, 1]; use the share of the edge budget that one refresh may prune, e.g. 0.05")
         for name in self.evolve:
             if name not in EVOLVABLE:
                 raise ConfigError(f"structure.evolve contains {name!r}; choose from {', '.join(EVOLVABLE)}")

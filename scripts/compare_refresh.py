@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--lifetimes", type=int, default=8, help="lifetimes per member per generation")
     parser.add_argument("--eval-lifetimes", type=int, default=200, help="meta-test lifetimes per method")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every row, e.g. structure.every=20")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override applied to every row, as with neuroevo evolve --set, e.g. structure.every=20")
     parser.add_argument("--only", nargs="*", choices=list(ROWS), help="rows to run (default: all)")
     parser.add_argument("--table-only", action="store_true", help="tabulate finished runs without starting any")
     args = parser.parse_args()

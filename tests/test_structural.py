@@ -57,8 +57,7 @@ def run_steps(learner, params, xs, targets):
     return jax.lax.scan(step, learner.init_network(jax.random.key(3)), (xs, targets))
 
 
-@pytest.mark.parametrize("topology", ["layered", "sparse"])
-@pytest.mark.parametrize("regrow", ["random", "coactivity"])
+@pytest.mark.parametrize("topology, regrow", [("layered", "random"), ("layered", "coactivity"), ("sparse", "coactivity")])
 def test_edge_budget_kept_over_refreshes(topology, regrow):
     density = 0.5 if topology == "layered" else 1.0
     structure = {"every": 2, "density": density, "prune": True, "prune_threshold": 1.5, "prune_fraction": 0.3, "regrow": regrow}
