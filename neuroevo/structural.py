@@ -28,7 +28,7 @@ shapes, so refreshes run inside the jitted lifetime.
 The step counter is created inside the lifetime and never depends on batched values. Under
 ``vmap`` the ``lax.cond`` that runs a refresh therefore stays a branch, and steps between
 refreshes only add to the window sums. A task that mixes the network state with batched
-values (the control tasks do at episode ends) turns the branch into a select, which runs
+values (the control tasks do on every step) turns the branch into a select, which runs
 the refresh computation on every step.
 """
 
@@ -387,6 +387,8 @@ def refresh(
         if config.regrow != "none":
             scores = regrowth_scores(topology, config, state.activity, key_regrow)
             new_masks, grown = regrow(topology, new_masks, candidates, budgets, scores)
+        # NOTE: the rule's per-edge state (GRU hidden state, BCM threshold, traces) of a
+        # regrown edge is the state its slot had before; only weight and age restart.
         changed = tuple(new != old for new, old in zip(new_masks, masks))
         weights = tuple(w * mask for w, mask in zip(weights, new_masks))
         edge_age = tuple(jnp.where(change, 0.0, age) for change, age in zip(changed, edge_age))
