@@ -388,7 +388,7 @@ def refresh(
             scores = regrowth_scores(topology, config, state.activity, key_regrow)
             new_masks, grown = regrow(topology, new_masks, candidates, budgets, scores)
         # NOTE: the rule's per-edge state (GRU hidden state, BCM threshold, traces) of a
-        # regrown edge is the state its slot had before; only weight and age restart.
+        # regrown edge is the state its slot had before. Only weight and age restart.
         changed = tuple(new != old for new, old in zip(new_masks, masks))
         weights = tuple(w * mask for w, mask in zip(weights, new_masks))
         edge_age = tuple(jnp.where(change, 0.0, age) for change, age in zip(changed, edge_age))
