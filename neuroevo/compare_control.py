@@ -25,6 +25,7 @@ from neuroevo.experiment import _KEY_RANDOM_RULE
 from neuroevo.lifetime import Lifetimes
 from neuroevo.rules.classic import ClassicRule
 from neuroevo.stats import mean_ci95
+from neuroevo.structural import StructureMetrics
 
 @dataclasses.dataclass
 class ControlMethodResult:
@@ -35,6 +36,7 @@ class ControlMethodResult:
     window_return: np.ndarray  # (lifetimes,) reward in the recovery window, unperturbed
     window_return_perturbed: np.ndarray  # (lifetimes,) the same with the weights perturbed at perturb_step
     note: str = ""
+    extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # structure metrics of the unperturbed lifetimes, each (lifetimes,)
 
     def summary(self) -> dict:
         return {
@@ -54,6 +56,7 @@ def _evaluate(lifetimes: Lifetimes, params: Any, pools: Any, keys: jax.Array, pl
         window_return=np.asarray(clean.details.window_return),
         window_return_perturbed=np.asarray(perturbed.details.window_return),
         note=note,
+        extra={name: np.asarray(values) for name, values in clean.structure._asdict().items()} if isinstance(clean.structure, StructureMetrics) else {},
     )
 
 

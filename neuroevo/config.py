@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from neuroevo.errors import ConfigError
+from neuroevo.structural import StructureConfig
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 _MAX_TICKS = 1000  # every tick runs every block once per presentation, so more is never useful here
@@ -287,6 +288,7 @@ class Config:
     evolution: EvolutionConfig = EvolutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     spiking: SpikingConfig = SpikingConfig()
+    structure: StructureConfig = StructureConfig()
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -428,6 +430,7 @@ class _ConfigWithoutPlugins:
     evolution: EvolutionConfig = EvolutionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     spiking: SpikingConfig = SpikingConfig()
+    structure: StructureConfig = StructureConfig()
 
     def validate(self) -> None:
         if self.seed < 0:
@@ -449,6 +452,7 @@ def _assemble(data: dict, task: Any, rule: Any) -> Config:
         evolution=rest.evolution,
         evaluation=rest.evaluation,
         spiking=rest.spiking,
+        structure=rest.structure,
     )
 
 

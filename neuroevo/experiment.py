@@ -20,6 +20,7 @@ from neuroevo.rules import BCMRule, RewardSTDPRule, Rule, STDPRule, ThreeFactorR
 from neuroevo.rules.classic import CLASSIC_RULES, ClassicRule
 from neuroevo.spiking import SpikingLearner, spiking_learner
 from neuroevo.stats import mean_ci95
+from neuroevo.structural import StructureMetrics, WithStructureParams
 from neuroevo.tasks import build_task, task_name
 from neuroevo.topologies import build_topology
 
@@ -82,6 +83,8 @@ def build_experiment(config: Config) -> Experiment:
     rule = build_rule(config.rule)
     if hasattr(task, "prepare_rule"):
         rule = task.prepare_rule(rule, topology)
+    if config.structure.evolve:
+        rule = WithStructureParams(rule, config.structure)
     check_signals(rule.feature_names, task, task_name(config.task))
     check_neurons(config, task, rule.feature_names)
     learner_options = dict(
@@ -92,6 +95,7 @@ def build_experiment(config: Config) -> Experiment:
         weight_gain=network.init_gain,
         fitness=config.evolution.fitness,
         trace_decay=network.trace_decay,
+        structure=config.structure,
     )
     if network.neurons == "lif":
         learner = spiking_learner(learner_options, config.spiking, config.seed)
@@ -158,6 +162,8 @@ class MethodResult:
 def _method_result(task: Any, result: LifetimeResult, note: str = "") -> MethodResult:
     extra = task.extra_metrics(result) if hasattr(task, "extra_metrics") else {}
     extra = {name: np.asarray(values) for name, values in extra.items()}
+    if isinstance(result.structure, StructureMetrics):
+        extra.update({name: np.asarray(values) for name, values in result.structure._asdict().items()})
     return MethodResult(np.asarray(result.metric), np.asarray(result.curve.query), note, extra)
 
 

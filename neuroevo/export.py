@@ -22,6 +22,7 @@ from neuroevo.features import EdgeFeatures
 from neuroevo.io import read_rule_file, save_rule
 from neuroevo.rules import RULE_CONFIGS, Rule, bind, block_params, build_rule, is_per_edge
 from neuroevo.rules.base import block_key
+from neuroevo.structural import StructureConfig, WithStructureParams
 
 BEST_RULE_NAME = "best_rule.safetensors"
 
@@ -63,6 +64,14 @@ def rule_from_metadata(rule_section: Any, source: str) -> Rule:
         raise NeuroevoError(f"{source}: invalid rule metadata: {error}") from None
 
 
+def structure_from_metadata(section: dict, source: str) -> StructureConfig:
+    """Build the ``structure`` section of a rule file's source config, whose evolved options the params hold."""
+    try:
+        return build_section(StructureConfig, section, "structure")
+    except ConfigError as error:
+        raise NeuroevoError(f"{source}: invalid structure metadata: {error}") from None
+
+
 def stored_block_shapes(params: dict) -> tuple[tuple[int, ...], ...]:
     """Edge shape of every block in the stored params of a per-edge rule (empty if they have no block entries)."""
     shapes = []
@@ -99,6 +108,9 @@ def load_rule(path: str | Path) -> LoadedRule:
             f"{str(path)!r} contains evolved initial weights, which fit only the graph they were evolved on, so it "
             "cannot be loaded as a rule; its run's summary.json has its held-out scores"
         )
+    source_structure = metadata.get("source_config", {}).get("structure") if isinstance(metadata.get("source_config"), dict) else None
+    if isinstance(source_structure, dict) and source_structure.get("evolve"):
+        rule = WithStructureParams(rule, structure_from_metadata(source_structure, str(path)))
     if is_per_edge(rule):
         rule = bind(rule, stored_block_shapes(params))
     template = rule.init(jax.random.key(0))

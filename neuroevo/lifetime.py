@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from neuroevo import features as feature_lib
-from neuroevo import graph, signals
+from neuroevo import graph, signals, structural
 from neuroevo.rules.base import Rule, bind, block_params
 
 # Whether a larger value of each task metric is better; baseline sweeps and tables use it.
@@ -39,6 +39,7 @@ class NetworkState(NamedTuple):
     rule_state: tuple  # per block, the rule's per-edge state
     traces: tuple[jax.Array, ...]  # per group (n,), exponential trace of the activations (features pre_trace, post_trace)
     edge_age: graph.Weights  # per block, shaped like its weights: steps each edge has existed (feature edge_age)
+    structure: Any = ()  # structural.StructureState when structural plasticity is on, else ()
 
 
 class LearningSignals(NamedTuple):
@@ -64,6 +65,7 @@ class LifetimeResult(NamedTuple):
     loss: jax.Array  # () mean query loss after the lifetime; NaN if the task has none
     curve: StepMetrics  # each field (lifetime_length,)
     details: Any = ()  # task-specific pytree, e.g. the continual accuracy matrix; () if none
+    structure: Any = ()  # structural.StructureMetrics of the lifetime when structural plasticity is on, else ()
 
 
 def split_lifetime_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -101,6 +103,7 @@ class Learner:
     weight_gain: float = 1.0
     fitness: str = "accuracy"  # "accuracy" or "neg_loss"; tasks read it when they score a lifetime
     trace_decay: float = 0.8  # d in trace <- d * trace + (1 - d) * a
+    structure: structural.StructureConfig = structural.StructureConfig()  # refresh of the wiring; off by default
 
     def __post_init__(self):
         # A per-edge rule needs the edge shape of every block, (n_dst, n_src) or (E,) for an edge
@@ -109,9 +112,18 @@ class Learner:
         object.__setattr__(self, "rule", bind(self.rule, shapes))
 
     def init_network(self, key: jax.Array) -> NetworkState:
-        """Draw fresh random weights and feedback matrices for one lifetime."""
+        """Draw fresh random weights and feedback matrices for one lifetime.
+
+        With structural plasticity on, the refresh draws come from a key folded out of
+        ``key``, so the weight and feedback draws are the same as without it.
+        """
         key_weights, key_feedback = jax.random.split(key)
         masks = graph.init_masks(self.topology)
+        structure = ()
+        if self.structure.active:
+            key_structure = structural.refresh_key(key)
+            masks = structural.initial_masks(self.topology, self.structure, key_structure)
+            structure = structural.init_state(self.topology, key_structure)
         weights = graph.init_weights(key_weights, self.topology, masks, self.weight_init, self.weight_gain)
         return NetworkState(
             weights=weights,
@@ -120,6 +132,7 @@ class Learner:
             rule_state=tuple(self.rule.init_state(self.topology.edge_shape(b)) for b in range(len(self.topology.blocks))),
             traces=tuple(jnp.zeros((size,), jnp.float32) for size in self.topology.group_sizes),
             edge_age=tuple(jnp.zeros_like(mask) for mask in masks),
+            structure=structure,
         )
 
     # Forward pass and supervised quantities ------------------------------------------------
@@ -174,19 +187,41 @@ class Learner:
 
         A per-edge rule receives only the parameters of the block it updates (see
         :func:`~neuroevo.rules.base.block_params`). Activation traces and edge ages advance
-        by this presentation.
+        by this presentation. With structural plasticity on, this step's activations and
+        updates enter the refresh window, and every ``structure.every`` steps a refresh
+        edits the wiring (:mod:`neuroevo.structural`).
         """
-        weights, rule_states = [], []
+        weights, rule_states, updates = [], [], []
         for block, edge_features in enumerate(self.edge_features(network, states, activations, learning_signals)):
             dw, rule_state = self.rule.apply(block_params(self.rule, params, block), edge_features, network.rule_state[block])
-            weights.append(network.weights[block] + dw * network.masks[block])
+            updates.append(dw * network.masks[block])
+            weights.append(network.weights[block] + updates[-1])
             rule_states.append(rule_state)
-        return network._replace(
+        network = network._replace(
             weights=tuple(weights),
             rule_state=tuple(rule_states),
             traces=self.updated_traces(network, activations),
             edge_age=tuple(age + mask for age, mask in zip(network.edge_age, network.masks)),
         )
+        if not self.structure.active:
+            return network
+
+        structure = structural.accumulate(self.topology, network.structure, activations, tuple(updates))
+        values = self.structure.values(params["structure"] if isinstance(self.rule, structural.WithStructureParams) else {})
+        refreshed = structural.maybe_refresh(
+            self.topology,
+            self.structure,
+            values,
+            structural.Refreshed(network.weights, network.masks, network.edge_age, structure),
+            lambda key, masks: graph.init_weights(key, self.topology, masks, self.weight_init, self.weight_gain),
+        )
+        return network._replace(weights=refreshed.weights, masks=refreshed.masks, edge_age=refreshed.edge_age, structure=refreshed.structure)
+
+    def structure_metrics(self, network: NetworkState) -> Any:
+        """Return the lifetime's :class:`~neuroevo.structural.StructureMetrics`, or () when structural plasticity is off."""
+        if not self.structure.active:
+            return ()
+        return structural.metrics(self.topology, self.structure, network.structure)
 
     def supervised_step(self, params: Any, network: NetworkState, x: jax.Array, target: jax.Array) -> tuple[NetworkState, tuple, tuple]:
         """Present ``x``, compute the output error against ``target`` and learn.

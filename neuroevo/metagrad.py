@@ -75,7 +75,7 @@ def truncated_rule_updater(learner: Learner, params: Any, cut: int) -> Updater:
         network, states, activations = learner.supervised_step(hold(params), hold(network), x, target)
         return (network, step + 1), states, activations
 
-    return Updater(init=init, weights=lambda carry: carry[0].weights, update=update)
+    return Updater(init=init, weights=lambda carry: carry[0].weights, update=update, structure=lambda carry: learner.structure_metrics(carry[0]))
 
 
 @dataclasses.dataclass(frozen=True)

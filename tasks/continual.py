@@ -237,9 +237,10 @@ class ContinualDigitsTask(SupervisedTask):
         curve = jax.tree.map(lambda values: values.reshape(-1), curve)
         weights = updater.weights(carry)
         details = ContinualDetails(accuracy=accuracy)
-        return lifetime_result(learner, weights, accuracy[-1].mean(), loss[-1].mean(), curve, details)
+        return lifetime_result(learner, weights, accuracy[-1].mean(), loss[-1].mean(), curve, details, updater.structure(carry))
 
     def extra_metrics(self, result: LifetimeResult) -> dict[str, np.ndarray]:
-        """Forgetting and plasticity per lifetime (batched results: (lifetimes,) each)."""
-        metrics = sequence_metrics(np.asarray(result.details.accuracy))
-        return {"forgetting": metrics["forgetting"], "plasticity": metrics["plasticity"]}
+        """Forgetting, plasticity and the last task's final accuracy per lifetime (batched results: (lifetimes,) each)."""
+        accuracy = np.asarray(result.details.accuracy)
+        metrics = sequence_metrics(accuracy)
+        return {"forgetting": metrics["forgetting"], "plasticity": metrics["plasticity"], "last_task_accuracy": accuracy[..., -1, -1]}

@@ -413,4 +413,5 @@ class ControlTask:
             loss=jnp.float32(jnp.nan),
             curve=lifetime_lib.StepMetrics(loss=nan, online=curve, query=nan),
             details=ControlDetails(episode_returns=carry.returns, window_return=carry.window_returns.mean()),
+            structure=learner.structure_metrics(carry.network) if plastic else (),
         )

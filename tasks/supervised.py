@@ -28,6 +28,7 @@ class Updater(NamedTuple):
     # (carry, x (n_inputs,), target (n_out,)) -> (carry, states, activations), where states and
     # activations come from presenting x with the weights before the update
     update: Callable[[Any, jax.Array, jax.Array], tuple[Any, tuple, tuple]]
+    structure: Callable[[Any], Any] = lambda carry: ()  # carry -> structure metrics of the lifetime, or () if none
 
 
 def rule_updater(learner: Learner, params: Any, plastic: bool = True) -> Updater:
@@ -39,7 +40,8 @@ def rule_updater(learner: Learner, params: Any, plastic: bool = True) -> Updater
         states, activations = learner.present(network.weights, x)
         return network, states, activations
 
-    return Updater(init=learner.init_network, weights=lambda network: network.weights, update=update)
+    structure = learner.structure_metrics if plastic else (lambda network: ())
+    return Updater(init=learner.init_network, weights=lambda network: network.weights, update=update, structure=structure)
 
 
 def epoch_order(key: jax.Array, n_examples: int, epochs: int) -> jax.Array:
@@ -104,13 +106,15 @@ def train_stream(
     curve = jax.tree.map(lambda values: values[:n_train], curve)
     weights = updater.weights(carry)
     metric, loss = score(weights)
-    return lifetime_result(learner, weights, metric, loss, curve)
+    return lifetime_result(learner, weights, metric, loss, curve, structure=updater.structure(carry))
 
 
-def lifetime_result(learner: Learner, weights: graph.Weights, metric: jax.Array, loss: jax.Array, curve: StepMetrics, details: Any = ()) -> LifetimeResult:
+def lifetime_result(
+    learner: Learner, weights: graph.Weights, metric: jax.Array, loss: jax.Array, curve: StepMetrics, details: Any = (), structure: Any = ()
+) -> LifetimeResult:
     """Package a supervised lifetime; fitness is the metric (``accuracy``) or the negated query loss (``neg_loss``)."""
     fitness = metric if learner.fitness == "accuracy" else -loss
-    return LifetimeResult(fitness=guard_fitness(fitness, weights), metric=metric, loss=loss, curve=curve, details=details)
+    return LifetimeResult(fitness=guard_fitness(fitness, weights), metric=metric, loss=loss, curve=curve, details=details, structure=structure)
 
 
 class SupervisedTask:
