@@ -128,17 +128,30 @@ def cpu_cache_bytes() -> int:
         return 2 * 2**20
 
 
-def cpu_lifetime_batch(members: int, n_weights: int) -> int:
+def cpu_lifetime_batch(members: int, n_weights: int, n_lifetimes: int) -> int:
     """Lifetimes per member to run at once on a CPU when ``evolution.lifetime_batch`` is null.
 
-    As many as keep the weights of one batch (``members x n_weights`` float32 per lifetime)
-    within one core's L2 cache, and at least one. On the 2-core development machine, batches
-    of one or two lifetimes ran a generation of the 128-neuron benchmark network (1 MB of
-    weights per lifetime) 7-10% faster than all 8 at once. For the default digits config
-    (83 kB per lifetime) one at a time ran 30% slower, because every sequential step adds
-    loop overhead.
+    A lifetime's weights take ``members x n_weights`` float32 values. All lifetimes run at
+    once while the weights of all of them fit in three L2 caches. Beyond that, batches hold
+    as many lifetimes as fit in half an L2 cache (each step reads the weights and writes
+    new ones), and at least one. Both thresholds are a rule of thumb fitted to these
+    generation times on the 2-core development machine (2 MiB of L2 per core), relative to
+    all lifetimes at once:
+
+    - 128-neuron benchmark network, 1 MB per lifetime, 8 lifetimes: batches of 1 took 0.93
+      of the time, batches of 2 took 0.95;
+    - 64-32-5 network, 0.6 MB per lifetime, 8 lifetimes: batches of 1 took 1.20, batches of
+      2 took 1.10;
+    - default digits config, 83 kB per lifetime, 8 lifetimes: batches of 1 took 1.43.
+
+    Running lifetimes in sequence adds loop overhead, which only pays off when the weights
+    no longer fit in cache.
     """
-    return max(1, cpu_cache_bytes() // (members * n_weights * 4))
+    cache = cpu_cache_bytes()
+    bytes_per_lifetime = members * n_weights * 4
+    if bytes_per_lifetime * n_lifetimes <= 3 * cache:
+        return n_lifetimes
+    return max(1, cache // 2 // bytes_per_lifetime)
 
 
 def _pad(tree: Any, size: int) -> Any:
@@ -169,7 +182,7 @@ class Evolution:
         self.lifetime_batch = config.lifetime_batch
         if self.lifetime_batch is None and jax.default_backend() == "cpu":
             members_per_device = -(-config.population // self.grid[0])
-            self.lifetime_batch = cpu_lifetime_batch(members_per_device, learner.topology.n_edges)
+            self.lifetime_batch = cpu_lifetime_batch(members_per_device, learner.topology.n_edges, config.lifetimes_per_member)
         self.mesh = None
         if self.n_devices > 1:
             # Auto axes: with_sharding_constraint then moves data rather than only asserting its layout.

@@ -186,9 +186,11 @@ def test_make_strategy_even_population():
 def test_cpu_lifetime_batch_fits_cache(monkeypatch):
     monkeypatch.setattr(evolve, "cpu_cache_bytes", lambda: 2**21)
 
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=4065) == 2  # 1.04 MB per lifetime
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=325) == 25  # 83 kB per lifetime
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=31_000) == 1  # never below one
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=4065, n_lifetimes=8) == 1  # 8.3 MB in all, 1.04 MB per lifetime
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=2245, n_lifetimes=8) == 8  # 4.6 MB in all fits three caches
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=325, n_lifetimes=8) == 8
+    assert evolve.cpu_lifetime_batch(members=16, n_weights=4065, n_lifetimes=64) == 4  # 260 kB per lifetime
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=31_000, n_lifetimes=8) == 1  # never below one
 
 
 def test_cpu_cache_bytes_positive():
