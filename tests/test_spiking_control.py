@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from neuroevo import spiking
-from neuroevo.config import SpikingConfig, config_from_dict
+from neuroevo.config import SpikingConfig, config_from_dict, read_yaml
 from neuroevo.errors import ConfigError
 from neuroevo.experiment import build_experiment
 from neuroevo.tasks.control import make_environment
@@ -82,10 +83,20 @@ def test_signed_inputs_double_input_group():
     assert isinstance(experiment.learner, spiking.SpikingLearner)
 
 
+def test_bundled_config_builds():
+    config = config_from_dict(read_yaml(Path(__file__).parents[1] / "configs" / "cartpole_spiking.yaml"))
+
+    experiment = build_experiment(config)
+
+    assert isinstance(experiment.learner, spiking.SpikingLearner)
+    assert experiment.learner.topology.n_inputs == 8
+    assert experiment.task.discrete_actions
+
+
 def test_spiking_control_acts_on_spike_counts():
     """Without plasticity, the returns match a gymnax loop that acts on NumPy LIF spike counts.
 
-    The latency encoder keeps the rasters equal here: the rate encoder seeds its draws with
+    The test uses the latency encoder, because the rate encoder seeds its draws with
     the bits of the input, which jit may change in the last place.
     """
     data = spiking_cartpole(task={"episodes": 2, "weight_reset": "lifetime"}, spiking={"encoder": "latency"})
