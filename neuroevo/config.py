@@ -170,6 +170,7 @@ class SpikingConfig:
     v_reset: float = 0.0  # membrane potential after a spike and during the refractory period
     refractory: int = 1  # ticks after a spike during which the neuron ignores input and cannot spike
     encoder: Literal["rate", "latency", "raster"] = "rate"  # raster: the task presents spike rasters (ticks * n_inputs values)
+    signed_inputs: bool = False  # two input neurons per input value, for its positive and its negative part
     max_rate: float = 0.2  # rate encoder: spikes per ms of an input of value 1 (0.2 is 200 Hz)
     readout: Literal["count", "first_spike"] = "count"  # output logits from spike counts or from first-spike times
     readout_scale: float = 1.0  # logits = readout_scale * spike count (or * ticks left after the first spike)
@@ -196,6 +197,8 @@ class SpikingConfig:
             )
         if not 0 <= self.max_delay < self.ticks:
             raise ConfigError(f"spiking.max_delay={self.max_delay} must be in [0, ticks); use 0 for no delays or fewer than {self.ticks} ticks")
+        if self.signed_inputs and self.encoder == "raster":
+            raise ConfigError("spiking.signed_inputs=true splits input values by sign, but spiking.encoder=raster presents spikes; set spiking.signed_inputs=false")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,7 +79,8 @@ def build_experiment(config: Config) -> Experiment:
     task = build_task(config.task)
     network = config.network
     check_task_fit(config, task)
-    topology = build_topology(network, task.n_inputs, task.n_outputs, getattr(task, "image_shape", None), config.seed)
+    n_inputs = input_neurons(config, task)
+    topology = build_topology(network, n_inputs, task.n_outputs, getattr(task, "image_shape", None), config.seed)
     rule = build_rule(config.rule)
     if hasattr(task, "prepare_rule"):
         rule = task.prepare_rule(rule, topology)
@@ -104,6 +105,15 @@ def build_experiment(config: Config) -> Experiment:
     return Experiment(config, task, learner, task.data("train"), task.data("test"))
 
 
+def input_neurons(config: Config, task: Any) -> int:
+    """Return the size of the input group: ``task.n_inputs``, doubled for a spiking network with ``spiking.signed_inputs``."""
+    if config.network.neurons == "lif" and config.spiking.signed_inputs:
+        if config.network.topology == "local":
+            raise ConfigError("spiking.signed_inputs=true doubles the input neurons, so they no longer form the task's image; use another network.topology or set spiking.signed_inputs=false")
+        return 2 * task.n_inputs
+    return task.n_inputs
+
+
 def check_neurons(config: Config, task: Any, feature_names: tuple[str, ...]) -> None:
     """Raise ConfigError when the neuron model, the input coding, the task and the rule's features do not fit together."""
     name = task_name(config.task)
@@ -115,8 +125,11 @@ def check_neurons(config: Config, task: Any, feature_names: tuple[str, ...]) -> 
         if raster_task:
             raise ConfigError(f"the {name} task presents spike rasters; set network.neurons=lif and spiking.encoder=raster")
         return
+    if task.metric == "return":
+        check_spiking_control(config, task)
+        return
     if task.metric != "accuracy":
-        raise ConfigError(f"network.neurons=lif supports classification tasks only (spike-count readout), but {name} reports {task.metric}; use network.neurons=rate")
+        raise ConfigError(f"network.neurons=lif supports classification and discrete-action control tasks only (spike-count readout), but {name} reports {task.metric}; use network.neurons=rate")
     if config.network.output_activation != "softmax":
         raise ConfigError("network.neurons=lif reads class probabilities from the output spikes; set network.output_activation=softmax")
     if raster_task and config.spiking.ticks != task.raster_ticks:
@@ -124,6 +137,23 @@ def check_neurons(config: Config, task: Any, feature_names: tuple[str, ...]) -> 
     if raster_task != (config.spiking.encoder == "raster"):
         fix = "spiking.encoder=raster" if raster_task else "spiking.encoder=rate or latency"
         raise ConfigError(f"spiking.encoder={config.spiking.encoder} does not fit the {name} task, whose inputs are {'spike rasters' if raster_task else 'values in [0, 1]'}; set {fix}")
+
+
+def check_spiking_control(config: Config, task: Any) -> None:
+    """Raise ConfigError when a spiking network cannot run the control task: continuous actions, raster or unsigned inputs."""
+    name = task_name(config.task)
+    if not task.discrete_actions:
+        raise ConfigError(
+            f"network.neurons=lif reads actions as the argmax of output spike counts, but {task.config.env} has continuous actions; "
+            "use network.neurons=rate, or a discrete environment (CartPole-v1, Acrobot-v1, MountainCar-v0)"
+        )
+    if config.spiking.encoder == "raster":
+        raise ConfigError(f"spiking.encoder=raster does not fit the {name} task, whose inputs are observations; set spiking.encoder=rate or latency")
+    if not config.spiking.signed_inputs:
+        raise ConfigError(
+            f"the {name} task's observations are signed, but the {config.spiking.encoder} encoder drops negative values; "
+            "set spiking.signed_inputs=true"
+        )
 
 
 def check_task_fit(config: Config, task: Any) -> None:

@@ -145,6 +145,10 @@ class Learner:
         """Return the activations of the output group (n_out,)."""
         return activations[self.topology.output_group]
 
+    def output_state(self, states: tuple) -> jax.Array:
+        """Return the states of the output group (n_out,), before the output activation."""
+        return states[self.topology.output_group]
+
     def loss(self, states: tuple, activations: tuple, target: jax.Array) -> jax.Array:
         """Return the loss of one presentation against ``target`` (n_out,).
 

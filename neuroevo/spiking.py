@@ -15,7 +15,10 @@ group emits the encoded input, and the bias neuron spikes on every tick.
 
 Input coding: ``rate`` (Bernoulli spikes with probability ``x * max_rate * dt`` per tick),
 ``latency`` (one spike at tick ``round((1 - x) * (ticks - 1))``; ``x <= 0`` never spikes) or
-``raster`` (the task presents a flattened (ticks, n_inputs) spike raster). Readout: the
+``raster`` (the task presents a flattened (ticks, n_inputs) spike raster). With
+``signed_inputs``, an input of ``n`` signed values (control observations lie in about
+[-1, 1]) feeds ``2n`` input neurons: neuron ``i`` encodes ``clip(x_i, 0, 1)`` and neuron
+``n + i`` encodes ``clip(-x_i, 0, 1)``. Readout: the
 output logits are ``readout_scale`` times the spike counts, or times the ticks left after the
 first spike (``first_spike``; 0 without a spike), and the output activations their softmax.
 
@@ -85,6 +88,11 @@ def latency_encode(x: jax.Array, ticks: int) -> jax.Array:
     spike_tick = jnp.round((1.0 - x) * (ticks - 1)).astype(jnp.int32)
     raster = jnp.arange(ticks)[:, None] == spike_tick[None, :]
     return (raster & (x > 0.0)[None, :]).astype(jnp.float32)
+
+
+def split_signed(x: jax.Array) -> jax.Array:
+    """Split signed values (n,) into ``[clip(x, 0, 1), clip(-x, 0, 1)]`` (2n,), the inputs of the rate and latency encoders."""
+    return jnp.concatenate([jnp.clip(x, 0.0, 1.0), jnp.clip(-x, 0.0, 1.0)])
 
 
 def input_key(seed: int, x: jax.Array) -> jax.Array:
@@ -234,9 +242,15 @@ class SpikingStates(NamedTuple):
 
 
 def encode(config: SpikingConfig, seed: int, x: jax.Array, n_inputs: int) -> jax.Array:
-    """Spike raster (ticks, n_inputs) of input ``x``: (n_inputs,) values in [0, 1], or a flattened raster for ``raster``."""
+    """Spike raster (ticks, n_inputs) of input ``x``.
+
+    ``x`` is (n_inputs,) values in [0, 1], (n_inputs / 2,) signed values with
+    ``signed_inputs``, or a flattened raster for ``raster``.
+    """
     if config.encoder == "raster":
         return x.reshape(config.ticks, n_inputs).astype(jnp.float32)
+    if config.signed_inputs:
+        x = split_signed(x)
     if config.encoder == "latency":
         return latency_encode(x, config.ticks)
     return rate_encode(input_key(seed, x), x, config.ticks, config.max_rate, config.dt)
@@ -338,6 +352,10 @@ class SpikingLearner(Learner):
         activations = list(rates)
         activations[topology.output_group] = jax.nn.softmax(logits)
         return SpikingStates(h=tuple(h), spikes=tuple(rasters)), tuple(activations)
+
+    def output_state(self, states: SpikingStates) -> jax.Array:
+        """Return the output logits (n_out,): scaled spike counts or first-spike times, as ``spiking.readout`` selects."""
+        return states.h[self.topology.output_group]
 
     def loss(self, states: SpikingStates, activations: tuple, target: jax.Array) -> jax.Array:
         """Cross-entropy of the output logits against ``target`` (n_out,)."""

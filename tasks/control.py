@@ -3,8 +3,8 @@
 A task instance is one set of environment parameters (``EnvParams``: pole length, masses,
 gravity, ...). Each varied field is drawn uniformly from its meta-train or its meta-test
 range, and the two ranges of a field are disjoint. A lifetime is a fixed number of env steps,
-one ``lax.scan``: the network acts on the normalised observation (argmax of the outputs for
-discrete actions, ``high * tanh(h_out)`` for continuous ones), and after each step the rule
+one ``lax.scan``: the network acts on the normalised observation (argmax of the output
+states for discrete actions, ``high * tanh(h_out)`` for continuous ones), and after each step the rule
 updates every edge with the step's reward, or its reward-prediction error against a running
 average, as the learning signal. Weights start random in every episode (or once per
 lifetime, with ``weight_reset: lifetime``), or from evolved initial weights.
@@ -13,6 +13,10 @@ gymnax resets an environment automatically when an episode ends. A lifetime of `
 episodes runs ``episodes * max_steps`` steps, which always suffices; the steps after the
 last episode ends change nothing and earn no reward. The return of an episode is the sum of
 its rewards.
+
+A spiking learner (``network.neurons: lif``) runs discrete environments only. Its output
+states are the readout logits (spike counts or first-spike times), and
+``spiking.signed_inputs`` gives each signed observation component two input neurons.
 
 For recovery experiments, the weights can be perturbed at step ``perturb_step`` of every
 episode (re-randomised, or multiplied by ``perturb_scale``); the reward collected in the
@@ -267,9 +271,14 @@ class ControlTask:
         return rule
 
     @property
+    def discrete_actions(self) -> bool:
+        """Whether the environment's actions are discrete (argmax of the outputs) rather than continuous."""
+        return ENVIRONMENTS[self.config.env].discrete
+
+    @property
     def output_activation(self) -> str:
         """Output activation the action decoding expects: linear scores for argmax, tanh for continuous actions."""
-        return "identity" if ENVIRONMENTS[self.config.env].discrete else "tanh"
+        return "identity" if self.discrete_actions else "tanh"
 
     @property
     def lifetime_length(self) -> int:
@@ -337,7 +346,6 @@ class ControlTask:
         config = self.config
         env, _ = make_environment(config.env)
         env_params = instance.env_params
-        out = learner.topology.output_group
         key_reset, key_network, key_steps = jax.random.split(key, 3)
 
         observation, env_state = env.reset(key_reset, env_params)
@@ -366,8 +374,8 @@ class ControlTask:
                 network = jax.tree.map(lambda new, old: jnp.where(hit, new, old), self.perturbed(learner, network, key_perturb), network)
 
             # Act, then learn from the reward of this step.
-            states, activations = graph.propagate(learner.topology, network.weights, self.observe(carry.observation))
-            action = self.act(states[out], env_params)
+            states, activations = learner.present(network.weights, self.observe(carry.observation))
+            action = self.act(learner.output_state(states), env_params)
             observation, env_state, reward, terminated, truncated, _ = env.step(key_env, carry.env_state, action, env_params)
             done = jnp.logical_or(terminated, truncated)
             reward = jnp.where(active, reward.astype(jnp.float32), 0.0)
