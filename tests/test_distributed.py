@@ -13,9 +13,9 @@ import pytest
 PROBE = Path(__file__).with_name("distributed_probe.py")
 TIMEOUT = 240  # seconds; a process whose peer died blocks until its heartbeat timeout
 
-# Three processes compile the same generation at once, about a minute of CPU time in all.
+# The tests start 2 or 3 JAX processes that compile the same generation at once, minutes of CPU time in all.
 pytestmark = pytest.mark.skipif(
-    os.environ.get("NEUROEVO_TEST_DISTRIBUTED") != "1", reason="starts 3 JAX processes; set NEUROEVO_TEST_DISTRIBUTED=1 to run"
+    os.environ.get("NEUROEVO_TEST_DISTRIBUTED") != "1", reason="starts several JAX processes; set NEUROEVO_TEST_DISTRIBUTED=1 to run"
 )
 
 
