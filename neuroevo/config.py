@@ -329,7 +329,8 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
     if origin is tuple:
         (item_type, _ellipsis) = get_args(annotation)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r} has the wrong type; expected a {_type_name(annotation)}, e.g. [1, 2]")
+            example = "[a, b]" if item_type is str else "[1, 2]"
+            raise ConfigError(f"{key}={value!r} has the wrong type; expected a {_type_name(annotation)}, e.g. {example}")
         return tuple(_convert(f"{key}[{index}]", item, item_type) for index, item in enumerate(value))
     if annotation is type(None):
         if value is not None:

@@ -71,7 +71,6 @@ def evaluate_rule(
 
     topology = experiment.learner.topology
     task = experiment.task
-    setting = task.config.env if task.metric == "return" else f"{task.n_way}-way {task.k_shot}-shot"
     log(
         f"evaluating {rule_path} on {task_name(config.task)} ({experiment.task.describe()}, "
         f"network {' -> '.join(str(size) for size in (topology.n_inputs, *config.network.hidden, topology.n_outputs))}, "

@@ -13,6 +13,7 @@ from neuroevo.checkpoint import load_checkpoint
 from neuroevo.cli import main
 from neuroevo.config import config_from_dict, read_yaml
 from neuroevo.errors import NeuroevoError
+from neuroevo import evaluate as evaluate_module
 from neuroevo.evaluate import check_features_available
 from neuroevo.experiment import build_experiment
 from neuroevo.io import read_rule_file, save_rule, strict_json
@@ -226,3 +227,18 @@ def test_load_rule_rejects_clashing_tensor_names(exported, tmp_path):
 
     with pytest.raises(NeuroevoError, match="both a leaf and a group"):
         neuroevo.load_rule(path)
+
+
+@pytest.mark.parametrize(("task", "overrides"), [("continual_digits", []), ("sinusoid", ["network.output_activation=identity", "evolution.fitness=neg_loss"])])
+def test_evaluate_reaches_comparison_on_tasks_without_n_way(exported, tmp_path, monkeypatch, task, overrides):
+    # The comparison itself is stubbed out: this checks that everything before it accepts a
+    # task whose config has no n_way or k_shot.
+    class ComparisonReached(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise ComparisonReached
+
+    monkeypatch.setattr(evaluate_module, "compare_heldout", stop)
+    with pytest.raises(ComparisonReached):
+        evaluate_module.evaluate_rule(exported, task=task, overrides=overrides, out=tmp_path / "e", log=lambda line: None)
