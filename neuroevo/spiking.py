@@ -13,9 +13,9 @@ non-input group receives the spikes that its source groups emitted on the previo
 block layouts therefore run unchanged through :func:`neuroevo.graph.matvec`. The input
 group emits the encoded input, and the bias neuron spikes on every tick.
 
-Input coding: ``rate`` (Bernoulli spikes with probability ``x * max_rate * dt`` per tick),
-``latency`` (one spike at tick ``round((1 - x) * (ticks - 1))``; ``x <= 0`` never spikes) or
-``raster`` (the task presents a flattened (ticks, n_inputs) spike raster). With
+Input coding: ``rate`` gives Bernoulli spikes with probability ``x * max_rate * dt`` per tick.
+``latency`` gives one spike at tick ``round((1 - x) * (ticks - 1))``, and none for ``x <= 0``.
+``raster`` means the task presents a flattened (ticks, n_inputs) spike raster. With
 ``signed_inputs``, an input of ``n`` signed values (control observations lie in about
 [-1, 1]) feeds ``2n`` input neurons: neuron ``i`` encodes ``clip(x_i, 0, 1)`` and neuron
 ``n + i`` encodes ``clip(-x_i, 0, 1)``. Readout: the
