@@ -191,15 +191,21 @@ class Evolution:
         self.n_params = flat.size
         self._initial_flat = flat
 
-    def init(self, key: jax.Array) -> EvolutionState:
-        """Start the strategy at the initial rule parameters."""
+    def init(self, key: jax.Array, pools: Any) -> EvolutionState:
+        """Start the strategy at the initial rule parameters.
+
+        Population-based strategies start from a population around the initial rule, scored
+        like a generation's members on lifetimes drawn from ``pools``. They need real scores,
+        because DiffusionEvolution and LGA normalise the fitness of the population and turn a
+        placeholder of +inf into NaN members.
+        """
         key_init, key_population, key_run = jax.random.split(key, 3)
         if self.population_based:
-            # Population-based strategies start from a population around the initial rule.
-            noise = jax.random.normal(key_population, (self.strategy.population_size, self.n_params))
+            key_noise, key_lifetimes = jax.random.split(key_population)
+            noise = jax.random.normal(key_noise, (self.strategy.population_size, self.n_params))
             population = jax.vmap(self.unravel)(self._initial_flat + self.std * noise)
-            fitness = jnp.full((self.strategy.population_size,), jnp.inf)
-            state = self.strategy.init(key_init, population, fitness, self.strategy_params)
+            fitness, _ = self.score_population(population, pools, key_lifetimes)
+            state = self.strategy.init(key_init, population, -fitness, self.strategy_params)
         else:
             state = self.strategy.init(key_init, self.unravel(self._initial_flat), self.strategy_params)
         return EvolutionState(strategy_state=strongly_typed(state), key=key_run, generation=jnp.int32(0))
@@ -243,18 +249,26 @@ class Evolution:
         return fitness
 
     @partial(jax.jit, static_argnames=("self",))
+    def score_population(self, population: Any, pools: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Fitness (population,) of every member on ``lifetimes_per_member`` lifetimes drawn with ``key``.
+
+        Returns ``(fitness, invalid)``. NaN or infinite fitness is replaced by the worst
+        finite fitness (0 when none is finite), and ``invalid`` (population,) marks the
+        replaced members.
+        """
+        lifetime_keys = jax.random.split(key, self.lifetimes_per_member)
+        fitness = self.population_fitness(population, pools, lifetime_keys)
+        invalid = ~jnp.isfinite(fitness)
+        worst = jnp.min(jnp.where(invalid, jnp.inf, fitness))
+        worst = jnp.where(jnp.isfinite(worst), worst, 0.0)
+        return jnp.where(invalid, worst, fitness), invalid
+
+    @partial(jax.jit, static_argnames=("self",))
     def generation(self, state: EvolutionState, pools: Any) -> tuple[EvolutionState, GenerationMetrics]:
         """Ask, evaluate every member on the same lifetimes, tell."""
         key, key_ask, key_lifetimes, key_tell = jax.random.split(state.key, 4)
         population, strategy_state = self.strategy.ask(key_ask, state.strategy_state, self.strategy_params)
-
-        lifetime_keys = jax.random.split(key_lifetimes, self.lifetimes_per_member)
-        fitness = self.population_fitness(population, pools, lifetime_keys)  # (population,)
-
-        invalid = ~jnp.isfinite(fitness)
-        worst = jnp.min(jnp.where(invalid, jnp.inf, fitness))
-        worst = jnp.where(jnp.isfinite(worst), worst, 0.0)
-        fitness = jnp.where(invalid, worst, fitness)
+        fitness, invalid = self.score_population(population, pools, key_lifetimes)
 
         strategy_state, _ = self.strategy.tell(key_tell, population, -fitness, strategy_state, self.strategy_params)
         metrics = GenerationMetrics(

@@ -156,8 +156,12 @@ class MetaGradient:
         objective = LifetimeObjective(learner, task, truncation)
         return cls(objective, config, initial_params, Lifetimes(learner, task))
 
-    def init(self, key: jax.Array) -> MetaGradientState:
-        """Start at the initial rule parameters."""
+    def init(self, key: jax.Array, pools: Any = None) -> MetaGradientState:
+        """Start at the initial rule parameters.
+
+        ``pools`` is unused because the start needs no scores. It keeps the signature of
+        :meth:`neuroevo.evolve.Evolution.init`, so :mod:`neuroevo.run` starts both alike.
+        """
         params = self.initial_params
         return MetaGradientState(
             params=params,

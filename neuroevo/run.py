@@ -118,7 +118,7 @@ def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
     if main:
         out_dir = prepare_run_dir(out_dir)
         atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
-    state = evolution.init(experiment.key(0))
+    state = evolution.init(experiment.key(0), experiment.train_pools)
     return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
 
 
@@ -137,7 +137,7 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     config = config_from_dict(data)
     experiment = build_experiment(config)
     evolution = experiment.evolution()
-    state = evolution.init(experiment.key(0))
+    state = evolution.init(experiment.key(0), experiment.train_pools)
     best = BestRule(evolution.center(state))
 
     checkpoint = load_checkpoint(run_dir, state, best.params)

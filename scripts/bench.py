@@ -170,7 +170,8 @@ def build_evolution(task_config: Any, hidden: tuple[int, ...], rule: Any, popula
     learner = Learner(topology, rule, feedback="random_feedback" if hidden else "none")
     config = EvolutionConfig(population=population, lifetimes_per_member=lifetimes)
     evolution = Evolution(learner, task, config, rule.random_params(jax.random.key(0)))
-    return evolution, evolution.init(jax.random.key(1)), task.data("train")
+    pools = task.data("train")
+    return evolution, evolution.init(jax.random.key(1), pools), pools
 
 
 def tanh_units(rule: Any) -> int | None:

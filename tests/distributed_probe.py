@@ -36,7 +36,7 @@ config = config_from_dict(
 )
 experiment = build_experiment(config)
 evolution = experiment.evolution()
-state = evolution.init(jax.random.key(0))
+state = evolution.init(jax.random.key(0), experiment.train_pools)
 mean_fitness = []
 for _ in range(2):
     state, metrics = evolution.generation(state, experiment.train_pools)

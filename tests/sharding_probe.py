@@ -23,7 +23,7 @@ def probe(population: int) -> dict:
     )
     experiment = build_experiment(config)
     evolution = experiment.evolution()
-    state = evolution.init(jax.random.key(0))
+    state = evolution.init(jax.random.key(0), experiment.train_pools)
     members, _ = evolution.strategy.ask(jax.random.key(1), state.strategy_state, evolution.strategy_params)
     keys = jax.random.split(jax.random.key(2), LIFETIMES)
     fitness = jax.jit(evolution.population_fitness)(members, experiment.train_pools, keys)

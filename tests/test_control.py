@@ -216,8 +216,8 @@ def test_short_evolution_improves_cartpole():
     learner = make_learner(task)
     config = EvolutionConfig(population=16, lifetimes_per_member=4, std=0.1, learning_rate=0.1)
     evolution = Evolution(learner, task, config, learner.rule.init(jax.random.key(0)))
-    state = evolution.init(jax.random.key(1))
     pools = task.data("train")
+    state = evolution.init(jax.random.key(1), pools)
 
     means = []
     for _ in range(12):

@@ -35,7 +35,7 @@ def evolved():
     )
     experiment = build_experiment(config)
     evolution = experiment.evolution()
-    state = evolution.init(jax.random.key(0))
+    state = evolution.init(jax.random.key(0), experiment.train_pools)
     keys = jax.random.split(jax.random.key(123), 64)
 
     def score(state) -> float:
@@ -81,7 +81,7 @@ def tiny_evolution(rule, fitness="accuracy", strategy="Open_ES", std=0.5) -> tup
 def switch_run():
     """Run four generations of a rule that outputs NaN in members with ``switch > 0``."""
     evolution, pools = tiny_evolution(reference.SwitchRule())
-    state = evolution.init(jax.random.key(1))
+    state = evolution.init(jax.random.key(1), pools)
     traces, cache_sizes, metrics = [], [], []
     for _ in range(4):
         state, generation_metrics = evolution.generation(state, pools)
@@ -117,7 +117,7 @@ def test_nan_members_ranked_worst():
     # With a continuous fitness every valid member scores differently. If NaN members rank
     # worst, the strategy mean moves away from switch > 0. Ranked best, it would move towards it.
     evolution, pools = tiny_evolution(reference.SwitchRule(), fitness="neg_loss")
-    state = evolution.init(jax.random.key(2))
+    state = evolution.init(jax.random.key(2), pools)
 
     state, metrics = evolution.generation(state, pools)
 
@@ -136,7 +136,7 @@ def test_generation_compiles_once(switch_run):
 def test_other_strategy_runs(strategy):
     rule = reference.SwitchRule(switch=-5.0)  # far from the NaN region
     evolution, pools = tiny_evolution(rule, strategy=strategy, std=0.1)
-    state = evolution.init(jax.random.key(3))
+    state = evolution.init(jax.random.key(3), pools)
     initial = evolution.center(state)
 
     for _ in range(2):
@@ -148,6 +148,23 @@ def test_other_strategy_runs(strategy):
     assert np.isfinite(float(metrics.mean_fitness))
     assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(center))
     assert float(center["gain"]) != float(initial["gain"])
+
+
+@pytest.mark.parametrize("strategy", ["DiffusionEvolution", "LGA"])
+def test_population_based_strategy_finite(strategy):
+    # Both normalise the fitness of their population, so an unscored start (+inf) gave NaN
+    # members, which the generation counts in nan_count.
+    rule = reference.SwitchRule(switch=-5.0)  # far from the NaN region
+    evolution, pools = tiny_evolution(rule, strategy=strategy, std=0.1)
+    state = evolution.init(jax.random.key(4), pools)
+
+    assert np.isfinite(float(state.strategy_state.best_fitness))
+    for generation in range(2):
+        state, metrics = evolution.generation(state, pools)
+        assert int(metrics.nan_count) == 0, f"generation {generation + 1}"
+
+    center = evolution.center(state)
+    assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(center))
 
 
 # make_strategy ------------------------------------------------------------------------------

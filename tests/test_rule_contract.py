@@ -199,8 +199,8 @@ def test_tiny_evolution_runs(case):
     config = EvolutionConfig(population=8, lifetimes_per_member=2, std=0.1, learning_rate=0.05)
     initial = learner.rule.init(jax.random.key(0))
     evolution = Evolution(learner, task, config, initial)
-    state = evolution.init(jax.random.key(1))
     pools = task.data("train")
+    state = evolution.init(jax.random.key(1), pools)
 
     for _ in range(2):
         state, metrics = evolution.generation(state, pools)

@@ -48,7 +48,7 @@ def test_export_round_trip_gives_identical_dw(run_dir, exported):
     config = config_from_dict(read_yaml(run_dir / "config.yaml"))
     experiment = build_experiment(config)
     evolution = experiment.evolution()
-    template = evolution.init(experiment.key(0))
+    template = evolution.init(experiment.key(0), experiment.train_pools)
     checkpoint = load_checkpoint(run_dir, template, evolution.center(template))
 
     rule = neuroevo.load_rule(exported)

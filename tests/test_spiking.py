@@ -241,7 +241,7 @@ SMALL_SPIKING = {
 def test_spiking_generation_compiles_once():
     experiment = build_experiment(config_from_dict(SMALL_SPIKING))
     evolution = experiment.evolution()
-    state = evolution.init(jax.random.key(0))
+    state = evolution.init(jax.random.key(0), experiment.train_pools)
 
     cache_sizes = []
     for _ in range(2):

@@ -316,7 +316,7 @@ def test_no_recompilation_with_refresh():
     structure = {"every": 2, "density": 0.5, "prune": True, "regrow": "coactivity", "redo": True, "grama": True, "evolve": ["prune_threshold", "redo_threshold"]}
     experiment = build_experiment(small_config(structure))
     evolution = experiment.evolution()
-    state = evolution.init(experiment.key(0))
+    state = evolution.init(experiment.key(0), experiment.train_pools)
     cache_sizes = []
 
     for _ in range(2):

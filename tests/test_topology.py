@@ -384,7 +384,7 @@ def test_sparse_structure_depends_on_seed():
 def test_generations_compile_once(name):
     experiment = build_experiment(small_config(name))
     evolution = experiment.evolution()
-    state = evolution.init(jax.random.key(0))
+    state = evolution.init(jax.random.key(0), experiment.train_pools)
     cache_sizes = []
 
     for _ in range(2):
