@@ -57,6 +57,13 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
         raise ConfigError(f"evolution.strategy={name!r} needs constructor arguments neuroevo does not set ({names}); choose another strategy, e.g. Open_ES, SNES or CMA_ES")
     if name in _EVEN_POPULATION and config.population % 2:
         raise ConfigError(f"evolution.population={config.population} must be even for {name} (antithetic sampling); use {config.population + 1}")
+    n_params = ravel_pytree(template)[0].size
+    # evosax 0.3 LM_MA_ES sets its first path rate c_c = population / n_params and takes sqrt(c_c * (2 - c_c)).
+    if name == "LM_MA_ES" and config.population > 2 * n_params:
+        raise ConfigError(
+            f"evolution.population={config.population} is too large for LM_MA_ES on a rule with {n_params} parameters: "
+            f"above 2 * {n_params} its matrix update is NaN; use evolution.population <= {2 * n_params} or another strategy, e.g. CMA_ES"
+        )
 
     kwargs: dict[str, Any] = {}
     if "optimizer" in signature.parameters:

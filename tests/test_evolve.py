@@ -178,6 +178,15 @@ def test_make_strategy_rejects_odd_population(strategy):
         make_strategy(EvolutionConfig(strategy=strategy, population=7), TEMPLATE)
 
 
+def test_make_strategy_rejects_large_lm_ma_es_population():
+    # TEMPLATE has 3 parameters, so LM_MA_ES accepts populations up to 6.
+    with pytest.raises(ConfigError, match="evolution.population=7 is too large for LM_MA_ES"):
+        make_strategy(EvolutionConfig(strategy="LM_MA_ES", population=7), TEMPLATE)
+
+    strategy, _ = make_strategy(EvolutionConfig(strategy="LM_MA_ES", population=6), TEMPLATE)
+    assert strategy.population_size == 6
+
+
 def test_make_strategy_rejects_unknown_name():
     with pytest.raises(ConfigError, match="evolution.strategy='Nope'"):
         make_strategy(EvolutionConfig(strategy="Nope"), TEMPLATE)
