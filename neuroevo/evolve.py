@@ -40,7 +40,7 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
 
     Returns ``(strategy, strategy_params)``. The search noise ``config.std`` sets
     ``std_schedule`` where the strategy takes one, else its ``std_init`` parameter; the
-    optimizer is passed where the strategy takes one.
+    optimizer and ``config.generations`` are passed where the strategy takes them.
     """
     name = config.strategy
     if name not in EVOSAX_ALGORITHMS:
@@ -71,6 +71,9 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
         kwargs["optimizer"] = optimizer(config.learning_rate)
     if "std_schedule" in signature.parameters:
         kwargs["std_schedule"] = optax.constant_schedule(config.std)
+    if "num_generations" in signature.parameters:
+        # DiffusionEvolution spreads its denoising schedule over this many generations and stops moving after them.
+        kwargs["num_generations"] = config.generations
     try:
         strategy = cls(config.population, template, **kwargs)
     except AssertionError as error:

@@ -187,6 +187,13 @@ def test_make_strategy_rejects_large_lm_ma_es_population():
     assert strategy.population_size == 6
 
 
+def test_make_strategy_spreads_diffusion_schedule():
+    strategy, params = make_strategy(EvolutionConfig(strategy="DiffusionEvolution", population=6, generations=300), TEMPLATE)
+
+    assert strategy.num_generations == 300
+    assert params.alphas.shape == (300,)
+
+
 def test_make_strategy_rejects_unknown_name():
     with pytest.raises(ConfigError, match="evolution.strategy='Nope'"):
         make_strategy(EvolutionConfig(strategy="Nope"), TEMPLATE)
