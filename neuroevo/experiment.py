@@ -136,7 +136,16 @@ def check_neurons(config: Config, task: Any, feature_names: tuple[str, ...]) -> 
         raise ConfigError(f"spiking.ticks={config.spiking.ticks} differs from the {task.raster_ticks} ticks of the {name} task's rasters; set spiking.ticks={task.raster_ticks}")
     if raster_task != (config.spiking.encoder == "raster"):
         fix = "spiking.encoder=raster" if raster_task else "spiking.encoder=rate or latency"
-        raise ConfigError(f"spiking.encoder={config.spiking.encoder} does not fit the {name} task, whose inputs are {'spike rasters' if raster_task else 'values in [0, 1]'}; set {fix}")
+        raise ConfigError(f"spiking.encoder={config.spiking.encoder} does not fit the {name} task, whose inputs are {'spike rasters' if raster_task else 'values to encode'}; set {fix}")
+    # NOTE: signed_inputs still clips magnitudes above 1, which standardised features often reach.
+    if not raster_task and not config.spiking.signed_inputs and not getattr(task, "inputs_in_unit_interval", False):
+        scaling = getattr(config.task, "scaling", None)
+        where = f" (task.scaling={scaling})" if scaling else ""
+        alternative = " or task.scaling=minmax" if scaling else ""
+        raise ConfigError(
+            f"the {name} task's inputs can lie outside [0, 1]{where}, but the {config.spiking.encoder} encoder clips them "
+            f"to [0, 1] and so drops negative values; set spiking.signed_inputs=true{alternative}"
+        )
 
 
 def check_spiking_control(config: Config, task: Any) -> None:

@@ -131,6 +131,7 @@ class ContinualDigitsTask(SupervisedTask):
     n_inputs = N_PIXELS
     metric = "accuracy"
     output_activation = "softmax"
+    inputs_in_unit_interval = True  # digit pixels scaled to [0, 1], permuted or not
 
     @classmethod
     def from_config(cls, config: ContinualDigitsConfig) -> ContinualDigitsTask:

@@ -52,6 +52,8 @@ class DigitsTask(FewShotClassification):
 
     config: DigitsConfig = DigitsConfig()
 
+    inputs_in_unit_interval = True  # pixel values 0..16 divided by 16
+
     @classmethod
     def from_config(cls, config: DigitsConfig) -> DigitsTask:
         task = cls(n_inputs=64, n_way=config.n_way, k_shot=config.k_shot, n_query=config.n_query, config=config)

@@ -121,6 +121,9 @@ class SupervisedTask:
     """Mixin: the rule's lifetime of a task that implements ``train``."""
 
     signals = ("error",)  # learning signals the task provides to rules: targets give an output error
+    # Whether every input value lies in [0, 1], the range of the spiking rate and latency encoders.
+    # False is the safe default, so a spiking network on a task that does not set it needs spiking.signed_inputs.
+    inputs_in_unit_interval = False
 
     def lifetime(self, learner: Learner, params: Any, instance: Any, key: jax.Array, plastic: bool = True, track_query: bool = False) -> LifetimeResult:
         """Live one lifetime on ``instance`` with the rule ``params``, from weights drawn with ``key``."""

@@ -187,6 +187,11 @@ class TableTask(FewShotClassification):
             check_split_sizes("task", split, task.data(split), config.n_way, config.k_shot, config.n_query)
         return task
 
+    @property
+    def inputs_in_unit_interval(self) -> bool:
+        """Whether every feature lies in [0, 1], which only ``minmax`` scaling guarantees."""
+        return self.config.scaling == "minmax"
+
     def data(self, split: str) -> ClassPools:
         """Support and query pools of ``split`` ("train" = meta-train, "test" = meta-test)."""
         if self.table is None:

@@ -18,6 +18,8 @@ from neuroevo.experiment import build_experiment
 from neuroevo.features import EdgeFeatures
 from neuroevo.lifetime import Lifetimes
 from neuroevo.rules import RewardSTDPRule, STDPRule
+from neuroevo.tasks import build_task
+from neuroevo.tasks.fewshot import ClassPools
 from neuroevo.tasks.spike_patterns import SpikePatternsConfig, SpikePatternsTask, perfect_matchings
 
 
@@ -269,6 +271,45 @@ def test_spiking_config_errors(change, message):
     data = {**SMALL_SPIKING, **change}
     with pytest.raises(ConfigError, match=message):
         build_experiment(config_from_dict(data))
+
+
+SPIKING_WINE = {**SMALL_SPIKING, "task": {"name": "wine", "n_way": 3, "k_shot": 2, "n_query": 3}}
+
+
+@pytest.mark.parametrize("scaling", ["standard", "none"])
+def test_signed_tabular_inputs_need_signed_encoding(scaling):
+    data = {**SPIKING_WINE, "task": {**SPIKING_WINE["task"], "scaling": scaling}}
+    with pytest.raises(ConfigError, match=f"task.scaling={scaling}.*set spiking.signed_inputs=true or task.scaling=minmax"):
+        build_experiment(config_from_dict(data))
+
+    signed = build_experiment(config_from_dict({**data, "spiking": {**data["spiking"], "signed_inputs": True}}))
+    assert signed.learner.topology.n_inputs == 2 * signed.task.n_inputs
+
+
+def test_minmax_tabular_inputs_need_no_signed_encoding():
+    experiment = build_experiment(config_from_dict(SPIKING_WINE))
+
+    assert experiment.learner.topology.n_inputs == experiment.task.n_inputs
+
+
+@pytest.mark.parametrize(
+    "task, in_unit_interval",
+    [
+        ({"name": "digits"}, True),
+        ({"name": "continual_digits"}, True),
+        ({"name": "wine", "scaling": "minmax"}, True),
+        ({"name": "wine", "scaling": "standard"}, False),
+        ({"name": "sinusoid"}, False),
+    ],
+)
+def test_inputs_in_unit_interval_matches_data(task, in_unit_interval):
+    built = build_task(config_from_dict({"task": task}).task)
+    assert built.inputs_in_unit_interval == in_unit_interval
+
+    pools = [built.data(split) for split in ("train", "test")]
+    if isinstance(pools[0], ClassPools):
+        values = np.concatenate([np.asarray(array).ravel() for pool in pools for array in pool])
+        assert bool(np.all((values >= 0.0) & (values <= 1.0))) == in_unit_interval
 
 
 def test_perfect_matchings_counts():
