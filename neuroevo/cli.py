@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("rule", metavar="RULE", help="rule file or run directory")
     inspect.add_argument("--x", help="feature on the horizontal axis (default: the rule's first feature)")
     inspect.add_argument("--y", help="feature on the vertical axis (default: the rule's second feature)")
-    inspect.add_argument("--out", help="PNG file to write (default: <rule>.<x>-<y>.png)")
+    inspect.add_argument("--out", help="image file to write, .png, .pdf, .svg or .jpg (default: <rule>.<x>-<y>.png next to the rule file)")
     inspect.set_defaults(handler=command_inspect)
     return parser
 

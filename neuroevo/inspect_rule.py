@@ -61,7 +61,10 @@ def response_grid(rule: LoadedRule, samples: np.ndarray, x_name: str, y_name: st
 
 
 def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out: str | Path | None, log: Callable[[str], None] = print) -> Path:
-    """Print what the rule reads and write its response plot; returns the plot's path."""
+    """Print what the rule reads and write its response plot; returns the plot's path.
+
+    The plot goes to ``out``, or by default next to the rule file as ``<rule>.<x>-<y>.png``.
+    """
     out = Path(out) if out else None
     if out is not None and out.suffix.lower().lstrip(".") not in _PLOT_FORMATS:
         raise NeuroevoError(f"--out {str(out)!r} has an unsupported image extension; use one of .{', .'.join(_PLOT_FORMATS)}")
@@ -118,7 +121,7 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
     axis.set_ylabel(y_name)
     axis.set_title(f"rule response; {', '.join(others) or 'no other features'} at median", fontsize=9)
     figure.tight_layout()
-    out = out or Path(f"{rule_path.stem}.{x_name}-{y_name}.png")
+    out = out or rule_path.with_name(f"{rule_path.stem}.{x_name}-{y_name}.png")
     try:
         figure.savefig(out, dpi=120)
     except OSError as error:

@@ -163,6 +163,22 @@ def test_inspect_writes_plot(exported, tmp_path, capsys):
     assert "presynaptic activation" in printed
 
 
+def test_inspect_writes_next_to_rule_by_default(exported, tmp_path, monkeypatch, capsys):
+    rule = tmp_path / "rules" / "tiny.rule.safetensors"
+    rule.parent.mkdir()
+    rule.write_bytes(exported.read_bytes())
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+    assert main(["inspect", str(rule), "--x", "pre", "--y", "error"]) == 0
+
+    plot = tmp_path / "rules" / "tiny.rule.pre-error.png"
+    assert plot.stat().st_size > 0
+    assert list(workdir.iterdir()) == []
+    assert f"wrote {plot}" in capsys.readouterr().out
+
+
 def test_inspect_rejects_unknown_feature(exported, capsys):
     assert main(["inspect", str(exported), "--x", "reward"]) == 2
     assert "'reward' is not a feature of this rule" in capsys.readouterr().err
