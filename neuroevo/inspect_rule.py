@@ -2,11 +2,13 @@
 
 The response plot varies two features over their 5th-95th percentile range and holds the
 others at their medians. Percentiles and medians come from the features the rule actually
-meets: every edge at every step of a few lifetimes of its source task.
+meets: every edge at every step of a few lifetimes of its source task (on control tasks,
+every step while an episode runs).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -20,9 +22,17 @@ from neuroevo.errors import NeuroevoError
 from neuroevo.experiment import build_experiment
 from neuroevo.export import LoadedRule, find_rule_file, load_rule
 from neuroevo.features import FEATURES, dense
-from neuroevo.lifetime import Learner, split_lifetime_key
+from neuroevo.lifetime import Learner, LearningSignals, NetworkState, split_lifetime_key
+from neuroevo.rules import is_per_edge
 
 _PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
+def dense_rows(learner: Learner, network: NetworkState, states: tuple, activations: tuple, learning_signals: LearningSignals) -> jax.Array:
+    """Dense features (edges, F) of every block's edges after one presentation, in the order of the rule's features."""
+    names = learner.rule.feature_names
+    blocks = learner.edge_features(network, states, activations, learning_signals)
+    return jnp.concatenate([dense(names, block).reshape(-1, len(names)) for block in blocks])
 
 
 def sample_features(learner: Learner, task, pools, params, key: jax.Array, n_lifetimes: int = 8) -> np.ndarray:
@@ -36,8 +46,7 @@ def sample_features(learner: Learner, task, pools, params, key: jax.Array, n_lif
             x, target = example
             states, activations = learner.present(network.weights, x)
             learning_signals = learner.supervised_signals(activations, target)
-            blocks = learner.edge_features(network, states, activations, learning_signals)
-            rows = jnp.concatenate([dense(learner.rule.feature_names, block).reshape(-1, len(learner.rule.feature_names)) for block in blocks])
+            rows = dense_rows(learner, network, states, activations, learning_signals)
             network = learner.learn(params, network, states, activations, learning_signals)
             return network, rows
 
@@ -46,6 +55,20 @@ def sample_features(learner: Learner, task, pools, params, key: jax.Array, n_lif
 
     rows = jax.jit(jax.vmap(one_lifetime))(jax.random.split(key, n_lifetimes))
     return np.asarray(rows.reshape(-1, rows.shape[-1]))
+
+
+def sample_control_features(learner: Learner, task, ranges, params, key: jax.Array, n_lifetimes: int = 8) -> np.ndarray:
+    """Dense features of every edge at every step while an episode runs, over ``n_lifetimes`` lifetimes of a control task: (rows, F)."""
+
+    def one_lifetime(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        key_instance, key_network = split_lifetime_key(key)
+        record = partial(dense_rows, learner)
+        _, (_, active, rows) = task.rollout(learner, params, task.sample(key_instance, ranges), key_network, record=record)
+        return rows, active  # (steps, edges, F), (steps,)
+
+    rows, active = jax.jit(jax.vmap(one_lifetime))(jax.random.split(key, n_lifetimes))
+    rows = np.asarray(rows)[np.asarray(active)]
+    return rows.reshape(-1, rows.shape[-1])
 
 
 def response_grid(rule: LoadedRule, samples: np.ndarray, x_name: str, y_name: str, resolution: int = 41) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,6 +97,11 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
     metadata = loaded.metadata
     if not isinstance(metadata.get("source_config"), dict):
         raise NeuroevoError(f"{str(rule_path)!r} carries no source config, which inspect needs to find typical feature values; export the rule from its run again")
+    if is_per_edge(loaded.rule):
+        raise NeuroevoError(
+            f"{str(rule_path)!r} contains a {metadata['rule'].get('name')} rule with one parameter set per edge, so its response "
+            "differs from edge to edge and inspect cannot plot one; inspect a rule shared by every edge, e.g. from a run with rule.per_edge=false"
+        )
 
     log(f"rule file {rule_path}: {metadata['rule'].get('name')} rule, format version {metadata.get('format_version')}, neuroevo {metadata.get('neuroevo_version')}")
     log("options: " + ", ".join(f"{key}={value}" for key, value in metadata["rule"].items() if key != "name"))
@@ -94,13 +122,8 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
         raise NeuroevoError(f"--x and --y are both {x_name!r}; choose two different features")
 
     experiment = build_experiment(config_from_dict({**metadata["source_config"], "rule": metadata["rule"]}))
-    if not hasattr(experiment.task, "training_stream"):
-        # NOTE: typical feature values are sampled from labelled training streams, which control tasks do not have.
-        raise NeuroevoError(
-            f"neuroevo inspect supports rules evolved on labelled-data tasks only; this rule was evolved on the "
-            f"{metadata['source_config'].get('task', {}).get('name')!r} task, which has no training stream"
-        )
-    samples = sample_features(experiment.learner, experiment.task, experiment.train_pools, loaded.params, experiment.key(99))
+    sample = sample_features if hasattr(experiment.task, "training_stream") else sample_control_features
+    samples = sample(experiment.learner, experiment.task, experiment.train_pools, loaded.params, experiment.key(99))
     samples = samples[np.all(np.isfinite(samples), axis=1)]
     if len(samples) == 0:
         raise NeuroevoError("every lifetime of the rule's source task diverged (NaN features), so the rule has no typical feature values to plot")

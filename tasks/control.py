@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -337,11 +337,40 @@ class ControlTask:
     def lifetime(
         self, learner: Learner, params: Any, instance: ControlInstance, key: jax.Array, plastic: bool = True, track_query: bool = False
     ) -> lifetime_lib.LifetimeResult:
-        """Run ``episodes`` episodes in one ``lax.scan`` of ``episodes * max_steps`` env steps.
+        """Run ``episodes`` episodes in one ``lax.scan`` of ``episodes * max_steps`` env steps (see :meth:`rollout`).
 
         ``plastic=False`` keeps the initial weights of every episode (the no-plasticity
         baseline, same draws). A control task has no query set, so ``track_query`` changes
         nothing: the curve's ``online`` field is the reward of every step.
+        """
+        carry, (curve, _, _) = self.rollout(learner, params, instance, key, plastic)
+        mean_return = carry.returns.mean()
+        nan = jnp.full_like(curve, jnp.nan)
+        return lifetime_lib.LifetimeResult(
+            fitness=jnp.where(carry.finite, mean_return, jnp.nan),
+            metric=mean_return,
+            loss=jnp.float32(jnp.nan),
+            curve=lifetime_lib.StepMetrics(loss=nan, online=curve, query=nan),
+            details=ControlDetails(episode_returns=carry.returns, window_return=carry.window_returns.mean()),
+            structure=learner.structure_metrics(carry.network) if plastic else (),
+        )
+
+    def rollout(
+        self,
+        learner: Learner,
+        params: Any,
+        instance: ControlInstance,
+        key: jax.Array,
+        plastic: bool = True,
+        record: Callable[[NetworkState, tuple, tuple, lifetime_lib.LearningSignals], Any] | None = None,
+    ) -> tuple[_Carry, tuple[jax.Array, jax.Array, Any]]:
+        """Run the env steps of a lifetime in one ``lax.scan`` and return the final loop state and the per-step outputs.
+
+        The per-step outputs are the reward (steps,), which is 0 after the last episode, a
+        bool (steps,) that marks the steps while an episode runs, and ``record(network,
+        states, activations, learning_signals)`` of each step's presentation before the rule
+        learns from it (``()`` when ``record`` is None). ``neuroevo inspect`` records the
+        rule's features this way.
         """
         config = self.config
         env, _ = make_environment(config.env)
@@ -364,7 +393,7 @@ class ControlTask:
             finite=jnp.bool_(True),
         )
 
-        def scan_step(carry: _Carry, key: jax.Array) -> tuple[_Carry, jax.Array]:
+        def scan_step(carry: _Carry, key: jax.Array) -> tuple[_Carry, tuple[jax.Array, jax.Array, Any]]:
             key_env, key_fresh, key_perturb = jax.random.split(key, 3)
             active = carry.episode < config.episodes
             network = carry.network
@@ -380,8 +409,10 @@ class ControlTask:
             done = jnp.logical_or(terminated, truncated)
             reward = jnp.where(active, reward.astype(jnp.float32), 0.0)
             signal = reward - carry.baseline if config.reward_signal == "rpe" else reward
+            learning_signals = lifetime_lib.LearningSignals(jnp.zeros((learner.topology.n_outputs,)), signal)
+            recorded = () if record is None else record(network, states, activations, learning_signals)
             if plastic:
-                learned = learner.learn(params, network, states, activations, lifetime_lib.LearningSignals(jnp.zeros((learner.topology.n_outputs,)), signal))
+                learned = learner.learn(params, network, states, activations, learning_signals)
                 network = jax.tree.map(lambda new, old: jnp.where(active, new, old), learned, network)
             finite = carry.finite & jnp.all(jnp.stack([jnp.all(jnp.isfinite(w)) for w in network.weights]))
 
@@ -410,16 +441,6 @@ class ControlTask:
                 window_returns=window_returns,
                 finite=finite,
             )
-            return carry, reward
+            return carry, (reward, active, recorded)
 
-        carry, curve = lax.scan(scan_step, carry, jax.random.split(key_steps, self.lifetime_length))
-        mean_return = carry.returns.mean()
-        nan = jnp.full_like(curve, jnp.nan)
-        return lifetime_lib.LifetimeResult(
-            fitness=jnp.where(carry.finite, mean_return, jnp.nan),
-            metric=mean_return,
-            loss=jnp.float32(jnp.nan),
-            curve=lifetime_lib.StepMetrics(loss=nan, online=curve, query=nan),
-            details=ControlDetails(episode_returns=carry.returns, window_return=carry.window_returns.mean()),
-            structure=learner.structure_metrics(carry.network) if plastic else (),
-        )
+        return lax.scan(scan_step, carry, jax.random.split(key_steps, self.lifetime_length))

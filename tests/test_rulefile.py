@@ -16,8 +16,11 @@ from neuroevo.errors import NeuroevoError
 from neuroevo import evaluate as evaluate_module
 from neuroevo.evaluate import check_features_available
 from neuroevo.experiment import build_experiment
+from neuroevo.inspect_rule import sample_control_features
 from neuroevo.io import read_rule_file, save_rule, strict_json
+from neuroevo.lifetime import Lifetimes
 from neuroevo.rules.mlp import DEFAULT_FEATURES
+from neuroevo.run import rule_metadata
 
 TINY = {
     "task": {"name": "digits", "k_shot": 3, "n_query": 4},
@@ -208,6 +211,61 @@ def test_inspect_rejects_rule_without_source_config(exported, tmp_path, capsys):
 def test_inspect_rejects_unsupported_plot_extension(exported, tmp_path, capsys):
     assert main(["inspect", str(exported), "--out", str(tmp_path / "response.txt")]) == 2
     assert "unsupported image extension" in capsys.readouterr().err
+
+
+# CartPole with a shared rule that reads the reward, which is 1 at every step of an episode.
+CONTROL = {
+    "task": {
+        "name": "control", "env": "CartPole-v1", "vary": ["length"], "train_ranges": [[0.4, 0.8]], "test_ranges": [[0.2, 0.4]],
+        "episodes": 2, "max_steps": 30, "perturb_step": 10, "recovery_window": 10, "reward_signal": "reward",
+    },
+    "network": {"output_activation": "identity"},
+    "rule": {"name": "mlp", "features": ["pre", "post", "weight", "reward"], "hidden": [4]},
+    "signal": {"feedback": "none"},
+}
+
+
+def write_control_rule(path, rule_section) -> None:
+    """Write a rule file with random parameters whose source config is CONTROL with ``rule_section``."""
+    config = config_from_dict({**CONTROL, "rule": rule_section})
+    experiment = build_experiment(config)
+    params = experiment.learner.rule.random_params(jax.random.key(0))
+    save_rule(path, jax.device_get(params), rule_metadata(config, experiment.learner.rule.feature_names, {}))
+
+
+def test_inspect_samples_control_steps_while_episodes_run():
+    experiment = build_experiment(config_from_dict(CONTROL))
+    params = experiment.learner.rule.random_params(jax.random.key(0))
+    key = jax.random.key(5)
+
+    samples = sample_control_features(experiment.learner, experiment.task, experiment.train_pools, params, key, n_lifetimes=3)
+
+    # CartPole pays 1 per step of an episode, so the returns count the steps that ran.
+    result = Lifetimes(experiment.learner, experiment.task).evaluate(params, experiment.train_pools, jax.random.split(key, 3))
+    steps = int(np.asarray(result.details.episode_returns).sum())
+    rows_per_step = sum(w.size for w in experiment.learner.init_network(key).weights)
+    assert samples.shape == (steps * rows_per_step, 4)
+    np.testing.assert_array_equal(samples[:, 3], 1.0)
+
+
+def test_inspect_plots_control_rule(tmp_path, capsys):
+    path = tmp_path / "cartpole.rule.safetensors"
+    write_control_rule(path, CONTROL["rule"])
+
+    assert main(["inspect", str(path), "--x", "pre", "--y", "weight"]) == 0
+
+    assert (tmp_path / "cartpole.rule.pre-weight.png").stat().st_size > 0
+    assert "reward=1" in capsys.readouterr().out
+
+
+def test_inspect_rejects_per_edge_rule(tmp_path, capsys):
+    path = tmp_path / "abcd.rule.safetensors"
+    write_control_rule(path, {"name": "abcd", "per_edge": True})
+
+    assert main(["inspect", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "one parameter set per edge" in error
+    assert "rule.per_edge=false" in error
 
 
 def test_evaluate_rejects_rule_overrides(exported, tmp_path, capsys):
