@@ -495,3 +495,21 @@ def test_table_lists_structure_metrics(metric):
     table = format_table(summary, {"evolved": SimpleNamespace(note="")})
 
     assert "dormant_fraction 0.2500" in table.splitlines()[-1]
+
+
+def test_take_smallest_matches_stable_sort():
+    rng = np.random.default_rng(0)
+    cases, shape = 200, (5, 30)
+    values = rng.normal(size=(cases, *shape)).astype(np.float32)
+    values[1::2] = np.round(values[1::2], 1)  # ties, and -0.0 next to 0.0
+    eligible = rng.random((cases, *shape)) < rng.random((cases, 1, 1))
+    counts = rng.integers(0, values[0].size + 2, size=cases)
+
+    chosen = np.asarray(jax.jit(jax.vmap(structural._take_smallest))(jnp.asarray(values), jnp.asarray(eligible), jnp.asarray(counts)))
+
+    for case in range(cases):
+        positions = np.flatnonzero(eligible[case])
+        order = positions[np.argsort(values[case].ravel()[positions], kind="stable")]
+        expected = np.zeros(values[case].size, bool)
+        expected[order[: counts[case]]] = True
+        np.testing.assert_array_equal(chosen[case], expected.reshape(shape), err_msg=f"case {case}")
