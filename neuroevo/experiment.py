@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from neuroevo import graph
 from neuroevo.baselines import GradientBaseline
 from neuroevo.config import Config
 from neuroevo.errors import ConfigError
@@ -88,6 +89,7 @@ def build_experiment(config: Config) -> Experiment:
         rule = WithStructureParams(rule, config.structure)
     check_signals(rule.feature_names, task, task_name(config.task))
     check_neurons(config, task, rule.feature_names)
+    check_structure(config, topology, rule)
     learner_options = dict(
         topology=topology,
         rule=rule,
@@ -112,6 +114,19 @@ def input_neurons(config: Config, task: Any) -> int:
             raise ConfigError("spiking.signed_inputs=true doubles the input neurons, so they no longer form the task's image; use another network.topology or set spiking.signed_inputs=false")
         return 2 * task.n_inputs
     return task.n_inputs
+
+
+def check_structure(config: Config, topology: graph.Topology, rule: Any) -> None:
+    """Raise ConfigError when the structure options need a part the network or the rule lacks."""
+    structure = config.structure
+    if (structure.redo or structure.grama) and not topology.hidden_groups:
+        mechanisms = " and ".join(name for name, on in (("redo", structure.redo), ("grama", structure.grama)) if on)
+        raise ConfigError(f"structure.{mechanisms} resets hidden neurons, but this network has none; add network.hidden or switch it off")
+    grows = bool(getattr(rule, "growth_output", False))
+    if structure.regrow == "rule" and not grows:
+        raise ConfigError("structure.regrow=rule reads the rule's growth output; use rule.name=mlp with rule.growth_output=true")
+    if grows and structure.regrow != "rule":
+        raise ConfigError(f"rule.growth_output=true is only read by structure.regrow=rule (now {structure.regrow!r}); set both, or remove rule.growth_output")
 
 
 def check_neurons(config: Config, task: Any, feature_names: tuple[str, ...]) -> None:

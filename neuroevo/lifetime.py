@@ -123,7 +123,7 @@ class Learner:
         if self.structure.active:
             key_structure = structural.refresh_key(key)
             masks = structural.initial_masks(self.topology, self.structure, key_structure)
-            structure = structural.init_state(self.topology, key_structure)
+            structure = structural.init_state(self.topology, self.structure, key_structure)
         weights = graph.init_weights(key_weights, self.topology, masks, self.weight_init, self.weight_gain)
         return NetworkState(
             weights=weights,
@@ -195,9 +195,15 @@ class Learner:
         updates enter the refresh window, and every ``structure.every`` steps a refresh
         edits the wiring (:mod:`neuroevo.structural`).
         """
-        weights, rule_states, updates = [], [], []
+        rule_grows = self.structure.active and self.structure.regrow == "rule"
+        weights, rule_states, updates, growth = [], [], [], []
         for block, edge_features in enumerate(self.edge_features(network, states, activations, learning_signals)):
-            dw, rule_state = self.rule.apply(block_params(self.rule, params, block), edge_features, network.rule_state[block])
+            rule_params = block_params(self.rule, params, block)
+            if rule_grows:
+                dw, block_growth, rule_state = self.rule.apply_with_growth(rule_params, edge_features, network.rule_state[block])
+                growth.append(block_growth)
+            else:
+                dw, rule_state = self.rule.apply(rule_params, edge_features, network.rule_state[block])
             updates.append(dw * network.masks[block])
             weights.append(network.weights[block] + updates[-1])
             rule_states.append(rule_state)
@@ -210,7 +216,7 @@ class Learner:
         if not self.structure.active:
             return network
 
-        structure = structural.accumulate(self.topology, network.structure, activations, tuple(updates))
+        structure = structural.accumulate(self.topology, network.structure, activations, tuple(updates), tuple(growth))
         values = self.structure.values(params["structure"] if isinstance(self.rule, structural.WithStructureParams) else {})
         refreshed = structural.maybe_refresh(
             self.topology,

@@ -357,7 +357,7 @@ def write_summary(
 
 
 def format_table(summary: dict, results: dict[str, Any]) -> str:
-    """Text table of the held-out metric per method, then any task-specific metrics; return tasks add the recovery-window rewards."""
+    """Text table of the held-out metric per method, then any task-specific metrics (such as structure metrics); return tasks add the recovery-window rewards."""
     if summary["metric"] == "return":
         rows = [f"{'method':<16}{'return':>8}   {'95% CI':<16}{'window':>8}{'perturbed':>11}   notes"]
         for method, numbers in summary["heldout"].items():
@@ -365,12 +365,11 @@ def format_table(summary: dict, results: dict[str, Any]) -> str:
             interval = f"[{low:.1f}, {high:.1f}]"
             window, perturbed = numbers["window_return"]["mean"], numbers["window_return_perturbed"]["mean"]
             rows.append(f"{method:<16}{numbers['mean']:>8.1f}   {interval:<16}{window:>8.1f}{perturbed:>11.1f}   {results[method].note}")
-        return "\n".join(rows)
-
-    rows = [f"{'method':<20}{summary['metric']:>10}   {'95% CI':<18} notes"]
-    for method, numbers in summary["heldout"].items():
-        low, high = numbers["ci95"]
-        rows.append(f"{method:<20}{numbers['mean']:>10.4f}   [{low:.4f}, {high:.4f}]  {results[method].note}")
+    else:
+        rows = [f"{'method':<20}{summary['metric']:>10}   {'95% CI':<18} notes"]
+        for method, numbers in summary["heldout"].items():
+            low, high = numbers["ci95"]
+            rows.append(f"{method:<20}{numbers['mean']:>10.4f}   [{low:.4f}, {high:.4f}]  {results[method].note}")
     for method, metrics in summary.get("heldout_task_metrics", {}).items():
         rows.append(f"{method:<20}" + "  ".join(f"{name} {numbers['mean']:.4f}" for name, numbers in metrics.items()))
     return "\n".join(rows)

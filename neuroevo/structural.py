@@ -8,9 +8,11 @@ Every ``every`` steps of a lifetime, a refresh may edit the network's wiring:
 - **Regrowth** adds edges back, up to the budget, where the topology allows an edge and none
   existed before this refresh: chosen at random (SET, Mocanu et al. 2018, "Scalable
   training of artificial neural networks with adaptive sparse connectivity inspired by
-  network science") or by the co-activity of the two neurons, a gradient-free stand-in for
+  network science"), by the co-activity of the two neurons, a gradient-free stand-in for
   RigL's gradient criterion (Evci et al. 2020, "Rigging the Lottery: Making All Tickets
-  Winners"). A new edge starts at weight 0 and age 0, as in RigL.
+  Winners"), or by the rule itself: an MLP rule with ``growth_output`` has a second output
+  unit, evaluated on every edge position, and the positions with the largest sum of it over
+  the window grow. A new edge starts at weight 0 and age 0, as in RigL.
 - **ReDo** (Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep Reinforcement
   Learning"): a hidden neuron's score is its mean ``|a|`` over the window divided by the
   mean of that over its group. A neuron with score <= ``redo_threshold`` gets fresh incoming
@@ -61,7 +63,7 @@ class StructureConfig:
     prune: bool = False
     prune_threshold: float = 0.1  # prune |w| < prune_threshold * mean |w| of the block's existing edges
     prune_fraction: float = 0.1  # at most this share of a block's budget is pruned per refresh
-    regrow: Literal["none", "random", "coactivity"] = "none"
+    regrow: Literal["none", "random", "coactivity", "rule"] = "none"  # rule: the rule's growth output chooses
     redo: bool = False
     redo_threshold: float = 0.1  # ReDo: reset hidden neurons whose activation score is <= this
     grama: bool = False
@@ -110,6 +112,7 @@ class StructureState(NamedTuple):
     step: jax.Array  # () int32 steps since the lifetime began
     activity: tuple[jax.Array, ...]  # per group (n,): sum of |a| over the current window
     update: tuple[jax.Array, ...]  # per group (n,): sum over the window of |dw| on the neuron's incoming edges
+    growth: tuple[jax.Array, ...]  # per block (edge shape): the rule's growth output summed over the window; () unless regrow is "rule"
     pruned: jax.Array  # () float32 edges pruned so far
     grown: jax.Array  # () float32 edges grown so far
     resets: jax.Array  # () float32 neurons reset so far, ReDo and GraMa together
@@ -150,11 +153,35 @@ def edge_budgets(topology: graph.Topology, density: float) -> tuple[int, ...]:
     return tuple(budgets)
 
 
+def _order_keys(values: jax.Array) -> jax.Array:
+    """Map float32 values to uint32 keys in the same order (-0.0 and 0.0 share a key)."""
+    values = jnp.where(values == 0.0, 0.0, values.astype(jnp.float32))
+    bits = lax.bitcast_convert_type(values, jnp.uint32)
+    negative = (bits >> 31) == 1
+    return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+
+
 def _take_smallest(values: jax.Array, eligible: jax.Array, count: jax.Array) -> jax.Array:
-    """Return a bool mask of the ``count`` eligible entries with the smallest values (ties by position)."""
-    flat = jnp.where(eligible, values, jnp.inf).reshape(-1)
-    rank = jnp.argsort(jnp.argsort(flat, stable=True), stable=True)
-    return ((rank < count) & eligible.reshape(-1)).reshape(values.shape)
+    """Return a bool mask of the ``count`` eligible entries with the smallest values (ties by position).
+
+    A bisection over the 32 bits of the order keys finds the count-th smallest value, in 32
+    counting passes. XLA's sort on a CPU took about 20 times as long for a few thousand
+    edges, and two sorts per call made refreshes the largest cost of a lifetime.
+    """
+    keys = jnp.where(eligible, _order_keys(values), jnp.uint32(0xFFFFFFFF)).reshape(-1)
+    count = jnp.asarray(count, jnp.int32)
+
+    def halve(_, bounds):
+        low, high = bounds
+        middle = low + (high - low) // 2
+        enough = jnp.sum(keys <= middle) >= count
+        return jnp.where(enough, low, middle + 1), jnp.where(enough, middle, high)
+
+    _, threshold = lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+    below = keys < threshold
+    ties = keys == threshold
+    chosen = below | (ties & (jnp.cumsum(ties) <= count - jnp.sum(below)))
+    return (chosen & eligible.reshape(-1)).reshape(values.shape)
 
 
 def initial_masks(topology: graph.Topology, config: StructureConfig, key: jax.Array) -> graph.Weights:
@@ -181,7 +208,7 @@ def refresh_key(network_key: jax.Array) -> jax.Array:
     return jax.random.fold_in(network_key, _FOLD_STRUCTURE)
 
 
-def init_state(topology: graph.Topology, key: jax.Array) -> StructureState:
+def init_state(topology: graph.Topology, config: StructureConfig, key: jax.Array) -> StructureState:
     """Fresh refresh state; ``key`` comes from :func:`refresh_key`."""
     zeros = tuple(jnp.zeros((size,), jnp.float32) for size in topology.group_sizes)
     return StructureState(
@@ -189,11 +216,18 @@ def init_state(topology: graph.Topology, key: jax.Array) -> StructureState:
         step=jnp.int32(0),
         activity=zeros,
         update=zeros,
+        growth=_zero_growth(topology, config),
         pruned=jnp.float32(0.0),
         grown=jnp.float32(0.0),
         resets=jnp.float32(0.0),
         dormant=jnp.float32(0.0),
     )
+
+
+def _zero_growth(topology: graph.Topology, config: StructureConfig) -> tuple[jax.Array, ...]:
+    if config.regrow != "rule":
+        return ()
+    return tuple(jnp.zeros(topology.edge_shape(block), jnp.float32) for block in range(len(topology.blocks)))
 
 
 # Scores ---------------------------------------------------------------------------------------
@@ -305,8 +339,12 @@ def regrow(
     return tuple(new_masks), count
 
 
-def regrowth_scores(topology: graph.Topology, config: StructureConfig, activity: tuple[jax.Array, ...], key: jax.Array) -> graph.Weights:
-    """Per block, the score of every edge position: random, or co-activity plus a tiny random tie-breaker.
+def regrowth_scores(topology: graph.Topology, config: StructureConfig, state: StructureState, key: jax.Array) -> graph.Weights:
+    """Per block, the score of every edge position from the window in ``state``.
+
+    Random; or co-activity, or the rule's summed growth output, each plus a random
+    tie-breaker far below the scores' spread. A rule whose growth output is constant (the
+    initial rule of evolution) therefore regrows at random.
 
     NOTE: co-activity is the product of the two neurons' summed ``|a|`` over the window, not
     the windowed mean of the product, so no per-edge accumulator is needed.
@@ -316,8 +354,11 @@ def regrowth_scores(topology: graph.Topology, config: StructureConfig, activity:
     for block, (src, dst) in enumerate(topology.blocks):
         noise = jax.random.uniform(keys[block], topology.edge_shape(block))
         if config.regrow == "coactivity":
-            coactivity = _per_edge(topology, block, activity[dst], "dst") * _per_edge(topology, block, activity[src], "src")
+            coactivity = _per_edge(topology, block, state.activity[dst], "dst") * _per_edge(topology, block, state.activity[src], "src")
             scores.append(coactivity + 1e-6 * jnp.max(coactivity) * noise)
+        elif config.regrow == "rule":
+            growth = state.growth[block]
+            scores.append(growth + 1e-6 * (jnp.max(growth) - jnp.min(growth) + _EPS) * noise)
         else:
             scores.append(noise)
     return tuple(scores)
@@ -326,12 +367,19 @@ def regrowth_scores(topology: graph.Topology, config: StructureConfig, activity:
 # Refresh --------------------------------------------------------------------------------------
 
 
-def accumulate(topology: graph.Topology, state: StructureState, activations: tuple[jax.Array, ...], updates: graph.Weights) -> StructureState:
-    """Add one step's |a| (per group) and applied |dw| (per block, masked) to the window sums; advance the step."""
+def accumulate(
+    topology: graph.Topology, state: StructureState, activations: tuple[jax.Array, ...], updates: graph.Weights, growth: graph.Weights = ()
+) -> StructureState:
+    """Add one step to the window sums and advance the step.
+
+    ``activations`` per group, ``updates`` the applied (masked) ``dw`` per block, and
+    ``growth`` the rule's growth output per block when regrowth is ``rule``, else ``()``.
+    """
     return state._replace(
         step=state.step + 1,
         activity=tuple(total + jnp.abs(a) for total, a in zip(state.activity, activations)),
         update=tuple(total + step for total, step in zip(state.update, incoming_update_sums(topology, updates))),
+        growth=tuple(total + step for total, step in zip(state.growth, growth)),
     )
 
 
@@ -385,7 +433,7 @@ def refresh(
         if config.prune:
             new_masks, pruned = prune(topology, weights, masks, edge_age, values["prune_threshold"], values["prune_fraction"], config.every, budgets)
         if config.regrow != "none":
-            scores = regrowth_scores(topology, config, state.activity, key_regrow)
+            scores = regrowth_scores(topology, config, state, key_regrow)
             new_masks, grown = regrow(topology, new_masks, candidates, budgets, scores)
         # NOTE: the rule's per-edge state (GRU hidden state, BCM threshold, traces) of a
         # regrown edge is the state its slot had before. Only weight and age restart.
@@ -398,6 +446,7 @@ def refresh(
     state = state._replace(
         activity=zeros,
         update=zeros,
+        growth=tuple(jnp.zeros_like(total) for total in state.growth),
         pruned=state.pruned + pruned,
         grown=state.grown + grown,
         resets=state.resets + resets,
@@ -467,8 +516,15 @@ class WithStructureParams:
     def init_state(self, shape: tuple[int, ...]) -> Any:
         return self.rule.init_state(shape)
 
+    @property
+    def growth_output(self) -> bool:
+        return bool(getattr(self.rule, "growth_output", False))
+
     def apply(self, params: Any, features: Any, state: Any) -> tuple[jax.Array, Any]:
         return self.rule.apply(params, features, state)
+
+    def apply_with_growth(self, params: Any, features: Any, state: Any) -> tuple[jax.Array, jax.Array, Any]:
+        return self.rule.apply_with_growth(params, features, state)
 
     def apply_dense(self, params: Any, features: jax.Array) -> jax.Array:
         return self.rule.apply_dense(params["rule"], features)

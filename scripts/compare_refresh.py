@@ -7,6 +7,7 @@ the base config and the evolution budget (``--generations``, ``--population``,
 
 - ``none``: no refresh edits the network, but the dormant fraction is still measured;
 - ``prune_regrow``: pruning with co-activity regrowth; ``prune_random``: with random regrowth;
+  ``prune_rule``: with regrowth chosen by the rule's growth output (an MLP rule only);
 - ``redo``: dormant-neuron reset (ReDo); ``grama``: update-magnitude reset (GraMa);
 - ``all``: pruning, co-activity regrowth, ReDo and GraMa together.
 
@@ -35,6 +36,7 @@ ROWS = {
     "none": [],
     "prune_regrow": ["structure.prune=true", "structure.regrow=coactivity"],
     "prune_random": ["structure.prune=true", "structure.regrow=random"],
+    "prune_rule": ["structure.prune=true", "structure.regrow=rule", "rule.growth_output=true"],
     "redo": ["structure.redo=true"],
     "grama": ["structure.grama=true"],
     "all": ["structure.prune=true", "structure.regrow=coactivity", "structure.redo=true", "structure.grama=true"],
@@ -42,16 +44,17 @@ ROWS = {
 
 
 def budget_overrides(args: argparse.Namespace) -> list[str]:
-    """Overrides that give every row the same evolution and evaluation budget."""
-    return [
-        f"evolution.generations={args.generations}",
-        f"evolution.population={args.population}",
+    """Overrides that give every row the same evolution and evaluation budget; options left unset keep the config's value."""
+    overrides = [
         f"evolution.lifetimes_per_member={args.lifetimes}",
-        f"evolution.eval_every={args.generations}",
-        f"evolution.checkpoint_every={args.generations}",
         f"evaluation.lifetimes={args.eval_lifetimes}",
         f"seed={args.seed}",
     ]
+    if args.population is not None:
+        overrides.append(f"evolution.population={args.population}")
+    if args.generations is not None:
+        overrides += [f"evolution.generations={args.generations}", f"evolution.eval_every={args.generations}", f"evolution.checkpoint_every={args.generations}"]
+    return overrides
 
 
 def run_one(label: str, args: argparse.Namespace) -> None:
@@ -115,8 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=CONFIGS / "continual_digits_refresh.yaml", help="base config; rows add structure switches")
     parser.add_argument("--out", type=Path, default=Path("runs/refresh"))
-    parser.add_argument("--generations", type=int, default=100)
-    parser.add_argument("--population", type=int, default=16)
+    parser.add_argument("--generations", type=int, help="generations per row (default: the config's)")
+    parser.add_argument("--population", type=int, help="population per row (default: the config's)")
     parser.add_argument("--lifetimes", type=int, default=8, help="lifetimes per member per generation")
     parser.add_argument("--eval-lifetimes", type=int, default=200, help="meta-test lifetimes per method")
     parser.add_argument("--seed", type=int, default=0)

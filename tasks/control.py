@@ -203,8 +203,15 @@ class WithInitialWeights:
     def init_state(self, shape: tuple[int, ...]) -> Any:
         return self.rule.init_state(shape)
 
+    @property
+    def growth_output(self) -> bool:
+        return bool(getattr(self.rule, "growth_output", False))
+
     def apply(self, params: Any, features: Any, state: Any) -> tuple[jax.Array, Any]:
         return self.rule.apply(params, features, state)
+
+    def apply_with_growth(self, params: Any, features: Any, state: Any) -> tuple[jax.Array, jax.Array, Any]:
+        return self.rule.apply_with_growth(params, features, state)
 
 
 class ControlInstance(NamedTuple):
@@ -223,6 +230,22 @@ class ControlDetails(NamedTuple):
 
     episode_returns: jax.Array  # (episodes,)
     window_return: jax.Array  # () mean over episodes of the reward collected in the recovery window
+
+
+def with_refresh_clock(learner: Learner, network: NetworkState, time: jax.Array) -> NetworkState:
+    """Set the structure step counter to ``time``, the env steps since the lifetime began.
+
+    The blends below with ``active``, ``done`` and the perturbation make the counter carried
+    in the network a batched value under ``vmap``. That would turn the ``lax.cond`` of the
+    refresh into a select that runs the refresh on every step. ``time`` comes from the scan
+    and is the same for every lifetime, so the refresh stays a branch.
+
+    NOTE: refreshes therefore follow env steps, not learning steps. Steps after the last
+    episode count too, and after a weight reset per episode the first window is partial.
+    """
+    if not learner.structure.active:
+        return network
+    return network._replace(structure=network.structure._replace(step=time))
 
 
 class _Carry(NamedTuple):
@@ -393,10 +416,11 @@ class ControlTask:
             finite=jnp.bool_(True),
         )
 
-        def scan_step(carry: _Carry, key: jax.Array) -> tuple[_Carry, tuple[jax.Array, jax.Array, Any]]:
+        def scan_step(carry: _Carry, inputs: tuple[jax.Array, jax.Array]) -> tuple[_Carry, tuple[jax.Array, jax.Array, Any]]:
+            key, time = inputs
             key_env, key_fresh, key_perturb = jax.random.split(key, 3)
             active = carry.episode < config.episodes
-            network = carry.network
+            network = with_refresh_clock(learner, carry.network, time)
 
             if self.perturb:
                 hit = carry.step == config.perturb_step
@@ -443,4 +467,5 @@ class ControlTask:
             )
             return carry, (reward, active, recorded)
 
-        return lax.scan(scan_step, carry, jax.random.split(key_steps, self.lifetime_length))
+        steps = jnp.arange(self.lifetime_length, dtype=jnp.int32)
+        return lax.scan(scan_step, carry, (jax.random.split(key_steps, self.lifetime_length), steps))

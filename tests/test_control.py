@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from neuroevo.experiment import build_experiment
 from neuroevo.lifetime import Learner, LearningSignals
 from neuroevo.rules.classic import ClassicRule
 from neuroevo.rules import ABCDRule, ThreeFactorRule
+from neuroevo.structural import StructureConfig
 from neuroevo.tasks.control import ENVIRONMENTS, ControlConfig, ControlTask, make_environment
 
 # One varied field per environment with disjoint meta-train and meta-test ranges.
@@ -228,3 +230,27 @@ def test_short_evolution_improves_cartpole():
     # Random weights balance the pole for about 10-20 of the 100 steps.
     assert np.mean(means[:3]) < 30.0
     assert np.mean(means[-3:]) > np.mean(means[:3]) + 40.0
+
+
+def count_conds(jaxpr) -> int:
+    """Number of ``cond`` equations in ``jaxpr``, nested ones included."""
+    own = sum(equation.primitive.name == "cond" for equation in jaxpr.eqns)
+    return own + sum(count_conds(sub) for sub in jax.extend.core.subjaxprs(jaxpr))
+
+
+def test_refresh_stays_a_branch_under_vmap():
+    # The per-lifetime blends of a control step must not turn the refresh's lax.cond into a
+    # select, which would run the refresh on every step.
+    task = make_task(episodes=2)
+    topology = graph.layered_topology(task.n_inputs, (6,), task.n_outputs, output_activation=task.output_activation)
+    rule = ABCDRule(eta_init=0.1)
+    instances = jax.vmap(lambda key: task.sample(key, task.data("train")))(jax.random.split(jax.random.key(0), 2))
+    keys = jax.random.split(jax.random.key(1), 2)
+
+    def conds(structure: StructureConfig) -> int:
+        learner = Learner(topology, rule, feedback="none", structure=structure)
+        params = learner.rule.init(jax.random.key(2))
+        run = jax.vmap(lambda instance, key: task.lifetime(learner, params, instance, key).fitness)
+        return count_conds(jax.make_jaxpr(run)(instances, keys).jaxpr)
+
+    assert conds(StructureConfig(every=5, redo=True)) == conds(StructureConfig()) + 1

@@ -58,8 +58,8 @@ def perturbed_params(rule: MLPRule, seed: int = 0):
     return jax.tree.map(lambda leaf: leaf + jnp.asarray(rng.normal(scale=0.3, size=leaf.shape), jnp.float32), params)
 
 
-def numpy_mlp(params, dense: np.ndarray, activation: str) -> np.ndarray:
-    """Evaluate the per-edge MLP of flax Dense layers Dense_0 ... Dense_L on features (..., F)."""
+def numpy_mlp(params, dense: np.ndarray, activation: str, output: int = 0) -> np.ndarray:
+    """Evaluate output unit ``output`` of the per-edge MLP of flax Dense layers Dense_0 ... Dense_L on features (..., F)."""
     layers = params["params"]
     x = np.asarray(dense, np.float64)
     count = len(layers)
@@ -68,7 +68,7 @@ def numpy_mlp(params, dense: np.ndarray, activation: str) -> np.ndarray:
         x = x @ np.asarray(layer["kernel"], np.float64) + np.asarray(layer["bias"], np.float64)
         if index < count - 1:
             x = reference.activation(activation, x)
-    return x[..., 0]
+    return x[..., output]
 
 
 def test_feature_kinds_documented():
@@ -111,6 +111,24 @@ def test_apply_matches_numpy_mlp(names, hidden, activation):
     dw, _ = jax.jit(rule.apply)(params, factored, ())
 
     np.testing.assert_allclose(dw, 0.25 * numpy_mlp(params, dense, activation), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", HIDDEN, ids=str)
+def test_growth_output_matches_numpy_mlp(hidden):
+    names = FEATURE_SETS[0]
+    rule = MLPRule(names, hidden, "tanh", output_scale=0.25, growth_output=True)
+    params = perturbed_params(rule, seed=2)
+    factored, dense = random_features(names, seed=2)
+
+    dw, growth, _ = jax.jit(rule.apply_with_growth)(params, factored, ())
+    dw_only, _ = jax.jit(rule.apply)(params, factored, ())
+
+    assert params["params"][f"Dense_{len(hidden)}"]["kernel"].shape[-1] == 2
+    np.testing.assert_allclose(dw, 0.25 * numpy_mlp(params, dense, "tanh", output=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(growth, numpy_mlp(params, dense, "tanh", output=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dw, dw_only, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(rule.apply_dense(params, jnp.asarray(dense)), dw, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rule.growth_dense(params, jnp.asarray(dense)), growth, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("hidden", HIDDEN, ids=str)

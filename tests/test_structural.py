@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -18,22 +19,27 @@ from neuroevo.export import load_rule
 from neuroevo.io import save_rule
 from neuroevo.lifetime import Lifetimes
 from neuroevo.rules.base import block_params
-from neuroevo.run import rule_metadata
+from neuroevo.run import format_table, rule_metadata
 from neuroevo.structural import StructureConfig
 
 
-def small_config(structure: dict | None = None, topology: str = "layered", hidden: tuple[int, ...] = (6,)):
+def small_config(structure: dict | None = None, topology: str = "layered", hidden: tuple[int, ...] = (6,), growth: bool | None = None):
+    """A 3-way digits config with a small MLP rule; the rule has a growth output when ``growth``, by default when regrowth is ``rule``."""
+    structure = structure or {}
     network = {"hidden": list(hidden), "topology": topology}
     if topology == "sparse":
         network["density"] = 0.5
+    rule = {"hidden": [4], "features": ["pre", "post", "weight", "error", "in_mean"]}
+    if growth or (growth is None and structure.get("regrow") == "rule"):
+        rule["growth_output"] = True
     return config_from_dict(
         {
             "task": {"n_way": 3, "k_shot": 4, "n_query": 3},
-            "rule": {"hidden": [4], "features": ["pre", "post", "weight", "error", "in_mean"]},
+            "rule": rule,
             "network": network,
             "signal": {"feedback": "random_feedback"},
             "evolution": {"population": 4, "lifetimes_per_member": 2, "std": 0.1},
-            "structure": structure or {},
+            "structure": structure,
         }
     )
 
@@ -57,7 +63,7 @@ def run_steps(learner, params, xs, targets):
     return jax.lax.scan(step, learner.init_network(jax.random.key(3)), (xs, targets))
 
 
-@pytest.mark.parametrize("topology, regrow", [("layered", "random"), ("layered", "coactivity"), ("sparse", "coactivity")])
+@pytest.mark.parametrize("topology, regrow", [("layered", "random"), ("layered", "coactivity"), ("sparse", "coactivity"), ("layered", "rule"), ("sparse", "rule")])
 def test_edge_budget_kept_over_refreshes(topology, regrow):
     density = 0.5 if topology == "layered" else 1.0
     structure = {"every": 2, "density": density, "prune": True, "prune_threshold": 1.5, "prune_fraction": 0.3, "regrow": regrow}
@@ -90,6 +96,83 @@ def test_initial_density_sets_budget():
     bias_blocks = [block for block, (src, _) in enumerate(learner.topology.blocks) if src == learner.topology.bias_group]
     for block in bias_blocks:
         assert np.all(np.asarray(network.masks[block]) == 1.0)
+
+
+def refresh_with_growth(growth_scale: float, step: int = 4):
+    """One refresh at ``step`` that prunes a quarter of each prunable block's budget and regrows by random growth sums.
+
+    Returns (network before, refreshed, learner, growth sums).
+    """
+    structure = {"every": 4, "density": 0.5, "prune": True, "prune_threshold": 10.0, "prune_fraction": 0.25, "regrow": "rule"}
+    learner = build_experiment(small_config(structure)).learner
+    network = learner.init_network(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    growth = tuple(jnp.asarray(growth_scale * rng.normal(size=learner.topology.edge_shape(block)), jnp.float32) for block in range(len(network.masks)))
+    state = network.structure._replace(step=jnp.int32(step), growth=growth)
+    old_enough = tuple(jnp.full_like(mask, 4.0) for mask in network.masks)
+    before = structural.Refreshed(network.weights, network.masks, old_enough, state)
+    refreshed = structural.refresh(
+        learner.topology, learner.structure, learner.structure.values({}), before,
+        lambda key, masks: graph.init_weights(key, learner.topology, masks, learner.weight_init, learner.weight_gain),
+    )
+    return before, refreshed, learner, growth
+
+
+def grown_edges(before, refreshed, block: int) -> np.ndarray:
+    return (np.asarray(before.masks[block]) == 0) & (np.asarray(refreshed.masks[block]) == 1)
+
+
+def test_rule_regrowth_grows_where_growth_sums_are_largest():
+    before, refreshed, learner, growth = refresh_with_growth(1.0)
+
+    allowed = structural.allowed_masks(learner.topology)
+    total = 0
+    for block in structural.prunable_blocks(learner.topology):
+        mask_before, mask_after = np.asarray(before.masks[block]), np.asarray(refreshed.masks[block])
+        pruned = (mask_before == 1) & (mask_after == 0)
+        grown = grown_edges(before, refreshed, block)
+        count = int(grown.sum())
+        assert count == int(pruned.sum()) > 0
+        candidates = (np.asarray(allowed[block]) == 1) & (mask_before == 0)
+        ranked = np.argsort(-np.where(candidates, np.asarray(growth[block]), -np.inf).ravel(), kind="stable")
+        expected = np.zeros(mask_before.size, bool)
+        expected[ranked[:count]] = True
+        np.testing.assert_array_equal(grown, expected.reshape(grown.shape))
+        np.testing.assert_array_equal(np.asarray(refreshed.weights[block])[grown], 0.0)
+        total += count
+    assert float(refreshed.structure.grown) == total
+    for block_growth in refreshed.structure.growth:
+        np.testing.assert_array_equal(np.asarray(block_growth), 0.0)
+
+
+def test_rule_regrowth_with_constant_growth_is_random():
+    # A zero growth output ties every candidate, so the refresh key decides: refreshes at two
+    # steps prune the same edges but grow different ones.
+    before, at_step_4, learner, _ = refresh_with_growth(0.0, step=4)
+    _, at_step_8, _, _ = refresh_with_growth(0.0, step=8)
+
+    block = structural.prunable_blocks(learner.topology)[0]
+    np.testing.assert_array_equal(
+        np.asarray(before.masks[block]) - np.asarray(at_step_4.masks[block]) == 1, np.asarray(before.masks[block]) - np.asarray(at_step_8.masks[block]) == 1
+    )
+    grown_4, grown_8 = grown_edges(before, at_step_4, block), grown_edges(before, at_step_8, block)
+    assert grown_4.sum() == grown_8.sum() > 0
+    assert not np.array_equal(grown_4, grown_8)
+
+
+def test_growth_output_summed_over_window():
+    structure = {"every": 50, "density": 0.5, "regrow": "rule"}
+    learner = build_experiment(small_config(structure)).learner
+    params = learner.rule.init(jax.random.key(0))
+    last = params["params"]["Dense_1"]
+    params["params"]["Dense_1"] = {"kernel": last["kernel"], "bias": last["bias"].at[1].set(0.25)}
+    xs, targets = random_stream(learner, 10)
+
+    final, _ = run_steps(learner, params, xs, targets)
+
+    for block, block_growth in enumerate(final.structure.growth):
+        assert block_growth.shape == learner.topology.edge_shape(block)
+        np.testing.assert_allclose(np.asarray(block_growth), 2.5, rtol=1e-6)
 
 
 def refresh_once(config: StructureConfig, activity, update, seed: int = 0):
@@ -199,7 +282,7 @@ def test_redo_score_matches_numpy():
     topology = learner.topology
     rng = np.random.default_rng(0)
     activations = [rng.normal(size=(7, size)).astype(np.float32) for size in topology.group_sizes]
-    state = structural.init_state(topology, jax.random.key(0))
+    state = structural.init_state(topology, StructureConfig(every=7), jax.random.key(0))
     for step in range(7):
         updates = tuple(jnp.zeros(topology.edge_shape(block)) for block in range(len(topology.blocks)))
         state = structural.accumulate(topology, state, tuple(jnp.asarray(a[step]) for a in activations), updates)
@@ -313,7 +396,7 @@ def test_refresh_off_network_state_unchanged():
 
 
 def test_no_recompilation_with_refresh():
-    structure = {"every": 2, "density": 0.5, "prune": True, "regrow": "coactivity", "redo": True, "grama": True, "evolve": ["prune_threshold", "redo_threshold"]}
+    structure = {"every": 2, "density": 0.5, "prune": True, "regrow": "rule", "redo": True, "grama": True, "evolve": ["prune_threshold", "redo_threshold"]}
     experiment = build_experiment(small_config(structure))
     evolution = experiment.evolution()
     state = evolution.init(experiment.key(0), experiment.train_pools)
@@ -359,6 +442,34 @@ def test_invalid_structure_config(structure, message):
         small_config(structure)
 
 
+@pytest.mark.parametrize(
+    "structure, growth, hidden, message",
+    [
+        ({"every": 5, "prune": True, "regrow": "rule"}, False, (6,), "rule.growth_output=true"),
+        ({"every": 5, "prune": True, "regrow": "random"}, True, (6,), "structure.regrow=rule"),
+        ({"every": 5, "redo": True}, None, (), "network.hidden"),
+        ({"every": 5, "grama": True}, None, (), "structure.grama"),
+    ],
+)
+def test_structure_needs_parts_of_network_and_rule(structure, growth, hidden, message):
+    with pytest.raises(ConfigError, match=message):
+        build_experiment(small_config(structure, hidden=hidden, growth=growth))
+
+
+def test_rule_file_keeps_growth_output(tmp_path):
+    config = small_config({"every": 2, "prune": True, "regrow": "rule"})
+    experiment = build_experiment(config)
+    params = experiment.learner.rule.random_params(jax.random.key(0))
+    path = tmp_path / "rule.safetensors"
+
+    save_rule(path, jax.device_get(params), rule_metadata(config, experiment.learner.rule.feature_names, {}))
+    loaded = load_rule(path)
+
+    assert loaded.rule.growth_output
+    features = jnp.ones((3, len(loaded.rule.feature_names)))
+    np.testing.assert_allclose(loaded.rule.growth_dense(loaded.params, features), experiment.learner.rule.growth_dense(params, features), rtol=1e-6)
+
+
 def test_rule_file_keeps_evolved_thresholds(tmp_path):
     config = small_config({"every": 2, "redo": True, "redo_threshold": 0.2, "evolve": ["redo_threshold"]})
     experiment = build_experiment(config)
@@ -373,3 +484,32 @@ def test_rule_file_keeps_evolved_thresholds(tmp_path):
     assert float(loaded.params["structure"]["redo_threshold"]) == -0.5
     for got, expected in zip(jax.tree.leaves(loaded.params["rule"]), jax.tree.leaves(params["rule"])):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+@pytest.mark.parametrize("metric", ["return", "accuracy"])
+def test_table_lists_structure_metrics(metric):
+    numbers = {"mean": 0.5, "ci95": [0.4, 0.6], "lifetimes": 4}
+    heldout = {**numbers, "window_return": numbers, "window_return_perturbed": numbers}
+    summary = {"metric": metric, "heldout": {"evolved": heldout}, "heldout_task_metrics": {"evolved": {"dormant_fraction": {**numbers, "mean": 0.25}}}}
+
+    table = format_table(summary, {"evolved": SimpleNamespace(note="")})
+
+    assert "dormant_fraction 0.2500" in table.splitlines()[-1]
+
+
+def test_take_smallest_matches_stable_sort():
+    rng = np.random.default_rng(0)
+    cases, shape = 200, (5, 30)
+    values = rng.normal(size=(cases, *shape)).astype(np.float32)
+    values[1::2] = np.round(values[1::2], 1)  # ties, and -0.0 next to 0.0
+    eligible = rng.random((cases, *shape)) < rng.random((cases, 1, 1))
+    counts = rng.integers(0, values[0].size + 2, size=cases)
+
+    chosen = np.asarray(jax.jit(jax.vmap(structural._take_smallest))(jnp.asarray(values), jnp.asarray(eligible), jnp.asarray(counts)))
+
+    for case in range(cases):
+        positions = np.flatnonzero(eligible[case])
+        order = positions[np.argsort(values[case].ravel()[positions], kind="stable")]
+        expected = np.zeros(values[case].size, bool)
+        expected[order[: counts[case]]] = True
+        np.testing.assert_array_equal(chosen[case], expected.reshape(shape), err_msg=f"case {case}")

@@ -15,6 +15,10 @@ functions, in the style of an optax transform:
 - ``apply_dense(params, features) -> dw``: the reference evaluation on a dense feature
   tensor (..., F); a stateful rule returns the ``dw`` of its first step from ``init_state``.
 
+A rule with ``growth_output = True`` (the MLP rule with ``growth_output: true``) also has
+``apply_with_growth(params, features, state) -> (dw, growth, state)``. ``growth`` has the
+edge shape and scores edge positions for regrowth (:mod:`neuroevo.structural`).
+
 A shared rule uses the same params for every block and every graph size, because one rule
 serves all edges. That is what makes a rule portable between tasks.
 

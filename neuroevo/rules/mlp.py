@@ -33,6 +33,7 @@ class MLPRuleConfig:
     hidden: tuple[int, ...] = (16,)  # hidden units per layer of the rule MLP
     activation: str = "tanh"
     output_scale: float = 0.1  # dw = output_scale * MLP output
+    growth_output: bool = False  # a second output that scores absent edges for regrowth (structure.regrow: rule)
 
     def validate(self) -> None:
         if not self.features:
@@ -51,17 +52,19 @@ class MLPRuleConfig:
 
 
 class EdgeMLP(nn.Module):
-    """Reference per-edge MLP: features (..., F) -> output (...)."""
+    """Reference per-edge MLP: features (..., F) -> output (...), or (..., outputs) when ``outputs > 1``."""
 
     hidden: tuple[int, ...]
     activation: str = "tanh"
+    outputs: int = 1
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
         x = features
         for width in self.hidden:
             x = ACTIVATIONS[self.activation](nn.Dense(width)(x))
-        return nn.Dense(1)(x)[..., 0]
+        out = nn.Dense(self.outputs)(x)
+        return out[..., 0] if self.outputs == 1 else out
 
 
 def _project_unit_major(features: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
@@ -77,20 +80,26 @@ def _project_unit_major(features: jax.Array, kernel: jax.Array, bias: jax.Array)
 
 @dataclasses.dataclass(frozen=True)
 class MLPRule:
-    """Stateless MLP CUM; see the module docstring for the factored evaluation."""
+    """Stateless MLP CUM; see the module docstring for the factored evaluation.
+
+    With ``growth_output`` the last layer has a second unit, the growth score. On an edge
+    position that does not exist, it scores how strongly the rule favours an edge there
+    (:mod:`neuroevo.structural`, ``regrow: rule``).
+    """
 
     feature_names: tuple[str, ...]
     hidden: tuple[int, ...] = (16,)
     activation: str = "tanh"
     output_scale: float = 0.1
+    growth_output: bool = False
 
     @classmethod
     def from_config(cls, config: MLPRuleConfig) -> MLPRule:
-        return cls(config.features, config.hidden, config.activation, config.output_scale)
+        return cls(config.features, config.hidden, config.activation, config.output_scale, config.growth_output)
 
     @property
     def module(self) -> EdgeMLP:
-        return EdgeMLP(self.hidden, self.activation)
+        return EdgeMLP(self.hidden, self.activation, outputs=2 if self.growth_output else 1)
 
     def random_params(self, key: jax.Array) -> Any:
         """Flax's default initialisation (lecun-normal kernels, zero biases): a random rule."""
@@ -113,10 +122,27 @@ class MLPRule:
 
     def apply_dense(self, params: Any, features: jax.Array) -> jax.Array:
         """Reference evaluation on a dense feature tensor (..., F); returns dw (...)."""
-        return self.output_scale * self.module.apply(params, features)
+        out = self.module.apply(params, features)
+        return self.output_scale * (out[..., 0] if self.growth_output else out)
+
+    def growth_dense(self, params: Any, features: jax.Array) -> jax.Array:
+        """Reference growth score on a dense feature tensor (..., F); needs ``growth_output``."""
+        return self.module.apply(params, features)[..., 1]
 
     def apply(self, params: Any, features: EdgeFeatures, state: tuple) -> tuple[jax.Array, tuple]:
         """Factored evaluation for one block; returns dw (edge shape) and the unchanged state."""
+        outputs = self._outputs(params, features)
+        return self.output_scale * outputs[0], state
+
+    def apply_with_growth(self, params: Any, features: EdgeFeatures, state: tuple) -> tuple[jax.Array, jax.Array, tuple]:
+        """Like :meth:`apply`, plus the growth score (edge shape) from the second output unit."""
+        if not self.growth_output:
+            raise ValueError("this MLP rule has no growth output; build it with growth_output=True")
+        dw_unscaled, growth = self._outputs(params, features)
+        return self.output_scale * dw_unscaled, growth, state
+
+    def _outputs(self, params: Any, features: EdgeFeatures) -> list[jax.Array]:
+        """Evaluate the MLP's output units for one block, each of edge shape, without ``output_scale``."""
         layers = params["params"]
         kinds = split_by_kind(self.feature_names)
         first = layers["Dense_0"]
@@ -137,8 +163,6 @@ class MLPRule:
             for position in range(len(kinds["edge"])):
                 z = z + features.edge[..., position] * edge_kernel[position, unit]
             units.append(z)
-        if not self.hidden:
-            return self.output_scale * jnp.broadcast_to(units[0], features.edge_shape), state
 
         # NOTE: the traced graph grows as width_in x width_out per layer, so very wide hidden
         # layers compile slowly; only widths up to 16 were timed.
@@ -150,5 +174,4 @@ class MLPRule:
                 sum(x * dense["kernel"][index, unit] for index, x in enumerate(inputs)) + dense["bias"][unit]
                 for unit in range(dense["kernel"].shape[1])
             ]
-        out = jnp.broadcast_to(units[0], features.edge_shape)
-        return self.output_scale * out, state
+        return [jnp.broadcast_to(unit, features.edge_shape) for unit in units]
