@@ -195,7 +195,9 @@ class Learner:
         updates enter the refresh window, and every ``structure.every`` steps a refresh
         edits the wiring (:mod:`neuroevo.structural`).
         """
-        rule_grows = self.structure.active and self.structure.regrow == "rule"
+        # A rule without a growth output (a baseline under regrow=rule) leaves the growth sums at
+        # zero, so its regrowth is random.
+        rule_grows = self.structure.active and self.structure.regrow == "rule" and getattr(self.rule, "growth_output", False)
         weights, rule_states, updates, growth = [], [], [], []
         for block, edge_features in enumerate(self.edge_features(network, states, activations, learning_signals)):
             rule_params = block_params(self.rule, params, block)
@@ -216,7 +218,7 @@ class Learner:
         if not self.structure.active:
             return network
 
-        structure = structural.accumulate(self.topology, network.structure, activations, tuple(updates), tuple(growth))
+        structure = structural.accumulate(self.topology, network.structure, activations, tuple(updates), tuple(growth) if rule_grows else None)
         values = self.structure.values(params["structure"] if isinstance(self.rule, structural.WithStructureParams) else {})
         refreshed = structural.maybe_refresh(
             self.topology,

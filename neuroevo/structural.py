@@ -368,18 +368,18 @@ def regrowth_scores(topology: graph.Topology, config: StructureConfig, state: St
 
 
 def accumulate(
-    topology: graph.Topology, state: StructureState, activations: tuple[jax.Array, ...], updates: graph.Weights, growth: graph.Weights = ()
+    topology: graph.Topology, state: StructureState, activations: tuple[jax.Array, ...], updates: graph.Weights, growth: graph.Weights | None = None
 ) -> StructureState:
     """Add one step to the window sums and advance the step.
 
     ``activations`` per group, ``updates`` the applied (masked) ``dw`` per block, and
-    ``growth`` the rule's growth output per block when regrowth is ``rule``, else ``()``.
+    ``growth`` the rule's growth output per block; None leaves the growth sums unchanged.
     """
     return state._replace(
         step=state.step + 1,
         activity=tuple(total + jnp.abs(a) for total, a in zip(state.activity, activations)),
         update=tuple(total + step for total, step in zip(state.update, incoming_update_sums(topology, updates))),
-        growth=tuple(total + step for total, step in zip(state.growth, growth)),
+        growth=state.growth if growth is None else tuple(total + step for total, step in zip(state.growth, growth)),
     )
 
 

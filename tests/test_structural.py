@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from neuroevo.experiment import build_experiment
 from neuroevo.export import load_rule
 from neuroevo.io import save_rule
 from neuroevo.lifetime import Lifetimes
+from neuroevo.rules import ABCDRule
 from neuroevo.rules.base import block_params
 from neuroevo.run import format_table, rule_metadata
 from neuroevo.structural import StructureConfig
@@ -158,6 +160,20 @@ def test_rule_regrowth_with_constant_growth_is_random():
     grown_4, grown_8 = grown_edges(before, at_step_4, block), grown_edges(before, at_step_8, block)
     assert grown_4.sum() == grown_8.sum() > 0
     assert not np.array_equal(grown_4, grown_8)
+
+
+def test_rule_without_growth_output_regrows_at_random():
+    # The held-out baselines (swept Hebbian, STDP) run on the learner of a regrow=rule run.
+    structure = {"every": 2, "density": 0.5, "prune": True, "prune_threshold": 1.5, "prune_fraction": 0.3, "regrow": "rule"}
+    learner = dataclasses.replace(build_experiment(small_config(structure)).learner, rule=ABCDRule(eta_init=0.1))
+    params = learner.rule.random_params(jax.random.key(1))
+    xs, targets = random_stream(learner, 12)
+
+    final, _ = run_steps(learner, params, xs, targets)
+
+    assert float(final.structure.grown) > 0
+    for block_growth in final.structure.growth:
+        np.testing.assert_array_equal(np.asarray(block_growth), 0.0)
 
 
 def test_growth_output_summed_over_window():
