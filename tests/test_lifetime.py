@@ -323,10 +323,11 @@ def test_run_population_matches_run(batch):
     keys = jax.random.split(jax.random.key(5), 3)  # batch 2 leaves a remainder of one lifetime
 
     result = jax.jit(lifetimes.run_population, static_argnums=3)(stacked, pools, keys, batch)
+    run = jax.jit(lifetimes.run)
 
     assert result.loss.shape == (3, 3)
     for member, params in enumerate(members):
-        expected = jax.jit(lifetimes.run)(params, pools, keys)
+        expected = run(params, pools, keys)
         np.testing.assert_allclose(result.loss[member], expected.loss, rtol=1e-5, err_msg=f"member {member}")
         np.testing.assert_allclose(result.curve.loss[member], expected.curve.loss, rtol=1e-5, atol=1e-6, err_msg=f"member {member}")
     assert not np.allclose(result.loss[0], result.loss[1])  # members differ, so a swap of rows would fail above
