@@ -260,11 +260,11 @@ class Evolution:
 
     @partial(jax.jit, static_argnames=("self",))
     def score_population(self, population: Any, pools: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Fitness (population,) of every member on ``lifetimes_per_member`` lifetimes drawn with ``key``.
+        """Score every member on ``lifetimes_per_member`` lifetimes drawn with ``key``.
 
-        Returns ``(fitness, invalid)``. NaN or infinite fitness is replaced by the worst
-        finite fitness (0 when none is finite), and ``invalid`` (population,) marks the
-        replaced members.
+        Returns ``(fitness, invalid)``, each (population,). NaN or infinite fitness is
+        replaced by the worst finite fitness (0 when none is finite), and ``invalid`` marks
+        the replaced members.
         """
         lifetime_keys = jax.random.split(key, self.lifetimes_per_member)
         fitness = self.population_fitness(population, pools, lifetime_keys)

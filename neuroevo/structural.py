@@ -165,7 +165,7 @@ def _take_smallest(values: jax.Array, eligible: jax.Array, count: jax.Array) -> 
     """Return a bool mask of the ``count`` eligible entries with the smallest values (ties by position).
 
     A bisection over the 32 bits of the order keys finds the count-th smallest value, in 32
-    counting passes. XLA's sort on a CPU took about 20 times as long for a few thousand
+    counting passes. XLA's sort took 15 to 20 times as long on a 2-core CPU for a few thousand
     edges, and two sorts per call made refreshes the largest cost of a lifetime.
     """
     keys = jnp.where(eligible, _order_keys(values), jnp.uint32(0xFFFFFFFF)).reshape(-1)
@@ -340,7 +340,7 @@ def regrow(
 
 
 def regrowth_scores(topology: graph.Topology, config: StructureConfig, state: StructureState, key: jax.Array) -> graph.Weights:
-    """Per block, the score of every edge position from the window in ``state``.
+    """Score every edge position of each block from the window in ``state``.
 
     Random; or co-activity, or the rule's summed growth output, each plus a random
     tie-breaker far below the scores' spread. A rule whose growth output is constant (the

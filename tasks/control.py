@@ -389,10 +389,10 @@ class ControlTask:
     ) -> tuple[_Carry, tuple[jax.Array, jax.Array, Any]]:
         """Run the env steps of a lifetime in one ``lax.scan`` and return the final loop state and the per-step outputs.
 
-        The per-step outputs are the reward (steps,), which is 0 after the last episode, a
-        bool (steps,) that marks the steps while an episode runs, and ``record(network,
-        states, activations, learning_signals)`` of each step's presentation before the rule
-        learns from it (``()`` when ``record`` is None). ``neuroevo inspect`` records the
+        The per-step outputs are three. The reward (steps,) is 0 after the last episode. A bool
+        (steps,) marks the steps while an episode runs. The third is ``record(network, states,
+        activations, learning_signals)`` of each step's presentation, taken before the rule
+        learns from it, or ``()`` when ``record`` is None. ``neuroevo inspect`` records the
         rule's features this way.
         """
         config = self.config
