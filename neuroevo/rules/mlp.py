@@ -73,9 +73,19 @@ def _project_unit_major(features: jax.Array, kernel: jax.Array, bias: jax.Array)
     Hidden units lead so that each unit's values are contiguous in memory. With units last,
     the fused per-edge loop would read them with a stride of H, which costs about a third of
     the rule's speed.
+
+    The product is written as F broadcast multiply-adds rather than a dot, because F is a
+    handful of features. On a CPU each small batched dot is a library call of its own, while
+    the multiply-adds fuse with the code that stacks the features. The optimization barrier
+    keeps XLA from fusing the projection into the per-edge loop, where it would be recomputed
+    for every edge of the row or column. A generation of the reference rule ran about 5%
+    faster on a 2-core CPU than with dots (``scripts/bench.py``).
     """
-    projected = kernel.T @ jnp.swapaxes(features, -1, -2) + bias[:, None]  # (..., H, n)
-    return jnp.moveaxis(projected, -2, 0)
+    expand = (slice(None),) + (None,) * (features.ndim - 1)
+    projected = jnp.broadcast_to(bias[expand], bias.shape + features.shape[:-1])
+    for position in range(features.shape[-1]):
+        projected = projected + kernel[position][expand] * features[..., position]
+    return jax.lax.optimization_barrier(projected)
 
 
 @dataclasses.dataclass(frozen=True)
