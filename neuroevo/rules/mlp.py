@@ -67,8 +67,11 @@ class EdgeMLP(nn.Module):
         return out[..., 0] if self.outputs == 1 else out
 
 
-def _project_unit_major(features: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """Compute ``features @ kernel + bias`` for features (..., n, F), kernel (F, H), bias (H,); returns (H, ..., n).
+def _project_unit_major(features: jax.Array, kernel_rows: list[jax.Array], bias: jax.Array) -> jax.Array:
+    """Compute ``features @ kernel + bias`` with units first; returns (H, ..., n).
+
+    ``features`` is (..., n, F), ``kernel_rows`` the F rows of the kernel, each (H,), and
+    ``bias`` (H,).
 
     Hidden units lead so that each unit's values are contiguous in memory. With units last,
     the fused per-edge loop would read them with a stride of H, which costs about a third of
@@ -83,8 +86,8 @@ def _project_unit_major(features: jax.Array, kernel: jax.Array, bias: jax.Array)
     """
     expand = (slice(None),) + (None,) * (features.ndim - 1)
     projected = jnp.broadcast_to(bias[expand], bias.shape + features.shape[:-1])
-    for position in range(features.shape[-1]):
-        projected = projected + kernel[position][expand] * features[..., position]
+    for position, kernel_row in enumerate(kernel_rows):
+        projected = projected + kernel_row[expand] * features[..., position]
     return jax.lax.optimization_barrier(projected)
 
 
@@ -158,10 +161,12 @@ class MLPRule:
         first = layers["Dense_0"]
         kernel = first["kernel"]  # (F, width of the first layer)
 
-        row = _project_unit_major(features.post, kernel[jnp.array(kinds["post"], int)], first["bias"])  # (H, n_dst, 1) or (H, E)
+        # Rows of the kernel are taken with static indices, not a gather: blocks that share a
+        # neuron group then compute identical projections, which XLA merges into one.
+        row = _project_unit_major(features.post, [kernel[index] for index in kinds["post"]], first["bias"])  # (H, n_dst, 1) or (H, E)
         no_bias = jnp.zeros_like(first["bias"])
-        column = _project_unit_major(features.pre, kernel[jnp.array(kinds["pre"], int)], no_bias)  # (H, 1, n_src) or (H, E)
-        edge_kernel = kernel[jnp.array(kinds["edge"], int)]  # (F_edge, H)
+        column = _project_unit_major(features.pre, [kernel[index] for index in kinds["pre"]], no_bias)  # (H, 1, n_src) or (H, E)
+        edge_rows = [kernel[index] for index in kinds["edge"]]  # F_edge rows, each (H,)
 
         # Each unit below is one edge-shaped array built only from broadcasts and elementwise
         # operations, so XLA fuses the whole per-edge MLP into one loop over the edges. An
@@ -171,7 +176,7 @@ class MLPRule:
         for unit in range(kernel.shape[1]):
             z = row[unit] + column[unit]
             for position in range(len(kinds["edge"])):
-                z = z + features.edge[..., position] * edge_kernel[position, unit]
+                z = z + features.edge[..., position] * edge_rows[position][unit]
             units.append(z)
 
         # NOTE: the traced graph grows as width_in x width_out per layer, so very wide hidden
