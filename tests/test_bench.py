@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import jax
@@ -60,3 +61,27 @@ def test_dense_forward_matches_propagate(hidden):
 
     assert len(layers) == len(hidden) + 1
     np.testing.assert_allclose(dense, activations[topology.output_group], rtol=1e-6, atol=1e-7)
+
+
+def _load_profiler():
+    """Import scripts/profile_generation.py, which imports bench from its own directory."""
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    spec = importlib.util.spec_from_file_location("profile_generation", Path(scripts) / "profile_generation.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench", bench)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kernel_table_finds_tanh_fusion():
+    profiler = _load_profiler()
+    x = jnp.ones((4, 3))
+    matrix = jnp.ones((3, 5))
+    compiled = jax.jit(lambda x, matrix: (jnp.tanh(x * 2.0 + 1.0), x @ matrix)).lower(x, matrix).compile()
+
+    table = profiler.kernel_table(compiled.as_text())
+
+    tanh_kernels = [name for name, entry in table.items() if entry["tanh"] and entry["shape"] == (4, 3)]
+    products = [name for name, entry in table.items() if entry["shape"] == (4, 5) and not entry["tanh"]]
+    assert len(tanh_kernels) == 1
+    assert len(products) >= 1
