@@ -17,6 +17,7 @@ from pathlib import Path
 from neuroevo.errors import NeuroevoError
 
 DEFAULT_CONFIG = "digits"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a program stopped by Ctrl-C
 _OUT_OF_MEMORY = (
     "out of memory; lower evolution.population, evolution.lifetimes_per_member, evolution.eval_lifetimes, "
     "evaluation.lifetimes, evaluation.sweep_lifetimes, network.hidden or rule.hidden"
@@ -177,10 +178,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"neuroevo: error: {_OUT_OF_MEMORY} ({str(error).splitlines()[0][:200]})", file=sys.stderr)
             return 2
         raise
-    except KeyboardInterrupt:
-        print("neuroevo: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        hint = f"; {interrupt}" if str(interrupt) else ""
+        print(f"neuroevo: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def console_main() -> None:
+    """Run :func:`main` as the ``neuroevo`` program and exit with its status.
+
+    After Ctrl-C, XLA's threads may still be running a computation, and the normal
+    interpreter shutdown that tears them down can then crash with SIGSEGV or SIGABRT.
+    ``os._exit`` skips that shutdown; the run files are already closed or written atomically.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -7,3 +7,7 @@ class NeuroevoError(Exception):
 
 class ConfigError(NeuroevoError):
     """Invalid configuration key, type or value."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run whose directory can resume; the message names the command that continues it."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +40,7 @@ from neuroevo.checkpoint import load_checkpoint, save_checkpoint
 from neuroevo.compare_control import compare_control
 from neuroevo.config import Config, config_from_dict, config_to_dict, read_yaml
 from neuroevo.distributed import is_main_process
-from neuroevo.errors import NeuroevoError
+from neuroevo.errors import NeuroevoError, RunInterrupted
 from neuroevo.evolve import Evolution, EvolutionState
 from neuroevo.experiment import Experiment, build_experiment, compare_heldout
 from neuroevo.io import atomic_write_text, save_rule, strict_json
@@ -118,8 +119,9 @@ def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
     if main:
         out_dir = prepare_run_dir(out_dir)
         atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
-    state = evolution.init(experiment.key(0), experiment.train_pools)
-    return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
+    with _resume_hint_on_interrupt(out_dir):
+        state = evolution.init(experiment.key(0), experiment.train_pools)
+        return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
 
 
 def resume(run_dir: Path, log: Log = print) -> dict:
@@ -163,7 +165,17 @@ def resume(run_dir: Path, log: Log = print) -> dict:
         log(f"run {run_dir} is already complete ({generation} generations); see its summary.json")
         return json.loads((run_dir / "summary.json").read_text())
     log(f"resuming {run_dir} after generation {generation} of {config.evolution.generations}")
-    return _run(experiment, evolution, run_dir, state, best, records, log)
+    with _resume_hint_on_interrupt(run_dir):
+        return _run(experiment, evolution, run_dir, state, best, records, log)
+
+
+@contextlib.contextmanager
+def _resume_hint_on_interrupt(run_dir: Path):
+    """Turn Ctrl-C into :class:`RunInterrupted`, whose message names the command that continues the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"continue the run from its last checkpoint with: neuroevo evolve --resume {shlex.quote(str(run_dir))}") from None
 
 
 def _read_records(path: Path, up_to: int) -> list[dict]:

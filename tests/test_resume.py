@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from neuroevo import run
 from neuroevo.checkpoint import CHECKPOINT_NAME
 from neuroevo.cli import main
 
@@ -145,3 +146,38 @@ def test_resume_rejects_an_empty_config(tmp_path, capsys):
 
     assert main(["evolve", "--resume", str(run_dir)]) == 2
     assert "config.yaml is empty" in capsys.readouterr().err
+
+
+def test_interrupt_names_the_resume_command(tmp_path, monkeypatch, capsys):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    run_dir = tmp_path / "run"
+    save_checkpoint = run.save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "save_checkpoint", save_then_interrupt)
+    code = main(["evolve", str(config_path), "--out", str(run_dir)])
+    error_lines = capsys.readouterr().err.splitlines()
+
+    assert code == 130
+    assert error_lines == [f"neuroevo: interrupted; continue the run from its last checkpoint with: neuroevo evolve --resume {run_dir}"]
+    assert checkpoint_info(run_dir)[0]["generation"] == TINY["evolution"]["checkpoint_every"]
+
+
+def test_sigint_exits_130_with_resume_command(tmp_path, environment):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(evolve_command(config_path, run_dir), env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((run_dir / "metrics.jsonl").exists() and len(logged_generations(run_dir)) > 2):
+        time.sleep(0.005)
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines() == [f"neuroevo: interrupted; continue the run from its last checkpoint with: neuroevo evolve --resume {run_dir}"]
