@@ -62,9 +62,9 @@ def command_evolve(args: argparse.Namespace) -> int:
     from neuroevo.run import evolve, resume
 
     if args.resume:
-        if args.config or args.overrides or args.out:
-            raise NeuroevoError("--resume continues a run with its own config.yaml; drop CONFIG, --set and --out")
-        resume(Path(args.resume))
+        if args.config or args.out:
+            raise NeuroevoError("--resume continues a run with its own config.yaml; drop CONFIG and --out")
+        resume(Path(args.resume), overrides=args.overrides)
         return 0
     path, config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else claim_default_dir(Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -120,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     evolve.add_argument("config", nargs="?", help=f"YAML config file or bundled config name (default: {DEFAULT_CONFIG})")
     evolve.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set evolution.population=32 (repeatable)")
     evolve.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
-    evolve.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    evolve.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint; with --set evolution.generations=N, extend a run to N generations",
+    )
     evolve.add_argument(
         "--distributed",
         action="store_true",

@@ -85,6 +85,17 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
     return strategy, params
 
 
+def schedule_spans_generations(config: EvolutionConfig) -> bool:
+    """Whether the strategy's schedule depends on ``config.generations`` (it takes ``num_generations``).
+
+    A run of such a strategy cannot change its length on resume, because its earlier
+    generations followed the schedule of the old length.
+    """
+    if config.method != "es" or config.strategy not in EVOSAX_ALGORITHMS:
+        return False
+    return "num_generations" in inspect.signature(EVOSAX_ALGORITHMS[config.strategy].__init__).parameters
+
+
 def strongly_typed(tree: Any) -> Any:
     """Give every leaf a strong dtype.
 

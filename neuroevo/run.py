@@ -38,10 +38,10 @@ import numpy as np
 from neuroevo import __version__
 from neuroevo.checkpoint import load_checkpoint, save_checkpoint
 from neuroevo.compare_control import compare_control
-from neuroevo.config import Config, config_from_dict, config_to_dict, read_yaml
+from neuroevo.config import Config, apply_overrides, config_from_dict, config_to_dict, parse_override, read_yaml
 from neuroevo.distributed import is_main_process
 from neuroevo.errors import NeuroevoError, RunInterrupted
-from neuroevo.evolve import Evolution, EvolutionState
+from neuroevo.evolve import Evolution, EvolutionState, schedule_spans_generations
 from neuroevo.experiment import Experiment, build_experiment, compare_heldout
 from neuroevo.io import atomic_write_text, save_rule, strict_json
 from neuroevo.metagrad import MetaGradient, MetaGradientState
@@ -124,8 +124,17 @@ def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
         return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
 
 
-def resume(run_dir: Path, log: Log = print) -> dict:
-    """Continue the run in ``run_dir`` from its last checkpoint (or from the start if it has none)."""
+def resume(run_dir: Path, log: Log = print, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Continue the run in ``run_dir`` from its last checkpoint (or from the start if it has none).
+
+    ``overrides`` may only set ``evolution.generations``, which extends a run (finished or
+    not) to that many generations. Generations after the checkpoint are the same as in an
+    uninterrupted run of the new length, because the strategy state and the PRNG key do
+    not depend on the length, and strategies whose schedule does are rejected. The best
+    rule can still differ: the old last generation keeps its center evaluation, which an
+    uninterrupted run makes only when ``eval_every`` divides that generation.
+    """
+    _check_resume_overrides(overrides)
     run_dir = Path(run_dir)
     if not is_main_process():
         log = _discard
@@ -136,7 +145,7 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     data = read_yaml(run_dir / "config.yaml")
     if not data:
         raise NeuroevoError(f"{run_dir / 'config.yaml'} is empty, so the run's config is lost; restore it (evolve writes the resolved config there)")
-    config = config_from_dict(data)
+    config = config_from_dict(apply_overrides(data, list(overrides)))
     experiment = build_experiment(config)
     evolution = experiment.evolution()
     state = evolution.init(experiment.key(0), experiment.train_pools)
@@ -145,12 +154,9 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     checkpoint = load_checkpoint(run_dir, state, best.params)
     generation = 0
     if checkpoint is not None:
-        stored_config = checkpoint.info.get("config")
-        # Refill defaults, so a checkpoint written before a config option existed still matches.
-        if stored_config is not None and config_to_dict(config_from_dict(stored_config)) != config_to_dict(config):
-            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} was written by a run with a different config than {run_dir / 'config.yaml'}; restore the matching checkpoint or start a new run")
-        state = checkpoint.state
         generation = int(checkpoint.info["generation"])
+        _check_checkpoint_config(run_dir, checkpoint.info.get("config"), config, generation)
+        state = checkpoint.state
         try:
             best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
         except (KeyError, TypeError):
@@ -160,13 +166,67 @@ def resume(run_dir: Path, log: Log = print) -> dict:
         raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")
     if is_main_process():
         atomic_write_text(run_dir / "metrics.jsonl", "".join(strict_json(record) + "\n" for record in records))
+        if overrides:
+            atomic_write_text(run_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
 
-    if generation == config.evolution.generations and (run_dir / "summary.json").is_file():
-        log(f"run {run_dir} is already complete ({generation} generations); see its summary.json")
+    if generation == config.evolution.generations and _has_final_summary(run_dir, generation):
+        extend = "" if schedule_spans_generations(config.evolution) else (
+            f", or extend it with: neuroevo evolve --resume {shlex.quote(str(run_dir))} --set evolution.generations=N (N > {generation})"
+        )
+        log(f"run {run_dir} is already complete ({generation} generations); see its summary.json{extend}")
         return json.loads((run_dir / "summary.json").read_text())
     log(f"resuming {run_dir} after generation {generation} of {config.evolution.generations}")
     with _resume_hint_on_interrupt(run_dir):
         return _run(experiment, evolution, run_dir, state, best, records, log)
+
+
+def _check_resume_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    for text in overrides:
+        path, _ = parse_override(text)
+        if path != ["evolution", "generations"]:
+            raise NeuroevoError(
+                f"--resume continues a run with its own config.yaml, so --set {text!r} is not allowed; "
+                "only --set evolution.generations=N (to extend the run) is"
+            )
+
+
+def _check_checkpoint_config(run_dir: Path, stored: dict | None, config: Config, generation: int) -> None:
+    """Raise NeuroevoError unless the checkpoint's config equals ``config`` up to a longer ``evolution.generations``."""
+    requested = config.evolution.generations
+    if stored is not None:
+        # Refill defaults, so a checkpoint written before a config option existed still matches.
+        stored_config = config_from_dict(stored)
+        stored_length = stored_config.evolution.generations
+        same_length = dataclasses.replace(config, evolution=dataclasses.replace(config.evolution, generations=stored_length))
+        if config_to_dict(stored_config) != config_to_dict(same_length):
+            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} was written by a run with a different config than {run_dir / 'config.yaml'}; restore the matching checkpoint or start a new run")
+        if requested != stored_length and schedule_spans_generations(config.evolution):
+            raise NeuroevoError(
+                f"evolution.strategy={config.evolution.strategy} spreads its schedule over the run's "
+                f"evolution.generations={stored_length}, so the run cannot change its length; start a new run with "
+                f"evolution.generations={requested}"
+            )
+    if generation > requested:
+        raise NeuroevoError(
+            f"evolution.generations={requested} is fewer than the {generation} generations that {run_dir} has completed; "
+            f"a run cannot be shortened, so set evolution.generations to at least {generation}"
+        )
+
+
+def _has_final_summary(run_dir: Path, generation: int) -> bool:
+    """Whether ``summary.json`` was written at the end of a run of ``generation`` generations.
+
+    NOTE: summaries written before they recorded ``generations`` count as final, so such a
+    run, extended and then interrupted during its held-out comparison, reports itself complete.
+    """
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return summary.get("generations", generation) == generation
 
 
 @contextlib.contextmanager
@@ -311,7 +371,7 @@ def _run(
         results,
         out_dir,
         "summary.json",
-        extra={"evolved_generation": best.generation, "evolution_seconds": records[-1]["wall_time"]},
+        extra={"generations": settings.generations, "evolved_generation": best.generation, "evolution_seconds": records[-1]["wall_time"]},
         write=main,
     )
     log(format_table(summary, results))
