@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from neuroevo import __version__
-from neuroevo.checkpoint import load_checkpoint, save_checkpoint
+from neuroevo.checkpoint import corrupt_checkpoint_error, load_checkpoint, save_checkpoint
 from neuroevo.compare_control import compare_control
 from neuroevo.config import Config, apply_overrides, config_from_dict, config_to_dict, parse_override, read_yaml
 from neuroevo.distributed import is_main_process
@@ -160,7 +160,7 @@ def resume(run_dir: Path, log: Log = print, overrides: list[str] | tuple[str, ..
         try:
             best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
         except (KeyError, TypeError):
-            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} is corrupt (its best-rule record is missing or has unexpected fields); the run cannot resume from it") from None
+            raise corrupt_checkpoint_error(run_dir / "checkpoint.npz", "its best-rule record is missing or has unexpected fields") from None
     records = _read_records(run_dir / "metrics.jsonl", generation)
     if len(records) != generation:
         raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")

@@ -102,6 +102,23 @@ def test_resume_rejects_a_corrupt_checkpoint(tmp_path, capsys):
     assert "is corrupt" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content", [b"hello world, not an archive", bytes(range(256)) * 4], ids=["text", "binary"])
+def test_resume_explains_a_garbage_checkpoint(tmp_path, capsys, content):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(TINY))
+    (run_dir / CHECKPOINT_NAME).write_bytes(content)
+
+    code = main(["evolve", "--resume", str(run_dir)])
+    error_lines = capsys.readouterr().err.splitlines()
+
+    assert code == 2
+    assert len(error_lines) == 1
+    assert f"checkpoint {str(run_dir / CHECKPOINT_NAME)!r} is corrupt" in error_lines[0]
+    assert "delete it to restart the run from generation 0, or start a new run directory" in error_lines[0]
+    assert "pickle" not in error_lines[0]
+
+
 def test_resume_with_set_is_rejected(tmp_path, capsys):
     assert main(["evolve", "--resume", str(tmp_path), "--set", "seed=1"]) == 2
     assert "only --set evolution.generations=N" in capsys.readouterr().err
