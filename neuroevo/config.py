@@ -480,6 +480,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
+        keys = _section_keys(path)
+        if keys is not None and value is not None and not isinstance(value, dict):
+            section = ".".join(path)
+            raise ConfigError(f"--set {text!r}: {section} is a section with keys ({keys}), not a value; set one key, e.g. --set {section}.KEY=VALUE")
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -490,6 +494,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = child
         node[path[-1]] = value
     return data
+
+
+def _section_keys(path: list[str]) -> str | None:
+    """List the keys of the config section at ``path``; ``None`` when ``path`` names no section."""
+    if path in (["task"], ["rule"]):
+        return f"name and the options of the named {path[0]}"
+    section: Any = _ConfigWithoutPlugins
+    for part in path:
+        section = get_type_hints(section).get(part)
+        if not dataclasses.is_dataclass(section):
+            return None
+    return ", ".join(field.name for field in dataclasses.fields(section))
 
 
 def _deep_copy(data: Any) -> Any:

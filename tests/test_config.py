@@ -226,6 +226,28 @@ def test_apply_overrides_rejects_key_below_value():
         apply_overrides({"seed": 0}, ["seed.value=1"])
 
 
+@pytest.mark.parametrize(
+    "overrides, section",
+    [
+        (["evolution=5", "evolution.population=8"], "evolution"),
+        (["structure=[1, 2]"], "structure"),
+        (["evolution.meta_gradient=3"], "evolution.meta_gradient"),
+        (["task=digits"], "task"),
+    ],
+)
+def test_apply_overrides_rejects_value_for_section(overrides, section):
+    with pytest.raises(ConfigError) as error:
+        apply_overrides({}, overrides)
+
+    assert str(error.value).startswith(f"--set '{overrides[0]}': {section} is a section with keys (")
+    assert f"--set {section}.KEY=VALUE" in str(error.value)
+
+
+def test_apply_overrides_names_section_keys():
+    with pytest.raises(ConfigError, match=r"keys \(truncation, clip_norm\)"):
+        apply_overrides({}, ["evolution.meta_gradient=3"])
+
+
 def test_overrides_reach_config():
     config = config_from_dict(apply_overrides({}, ["rule.hidden=[8, 4]", "evolution.population=32", "network.bias=false"]))
 
