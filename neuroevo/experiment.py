@@ -70,7 +70,7 @@ def check_signals(feature_names: tuple[str, ...], task: Any, label: str) -> None
     if missing:
         needs = sorted({FEATURES[name].requires for name in missing})
         raise ConfigError(
-            f"rule features {', '.join(missing)} need a {' and '.join(needs)} signal that task {label!r} does not provide "
+            f"rule features {', '.join(missing)} need the {' and '.join(needs)} signal{'s' if len(needs) > 1 else ''}, which task {label!r} does not provide "
             f"(it provides: {', '.join(sorted(provided)) or 'none'}); remove them from rule.features"
         )
 

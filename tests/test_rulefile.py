@@ -150,12 +150,26 @@ def test_evaluate_rejects_unknown_task(exported, tmp_path, capsys):
 
 
 def test_rule_needing_a_missing_signal_is_rejected():
-    class TaskWithoutLabels:
-        signals = ()
+    with pytest.raises(NeuroevoError) as error:
+        check_features_available(("pre", "error"), "control")
 
-    with pytest.raises(NeuroevoError, match="reads error"):
-        check_features_available(("pre", "error"), TaskWithoutLabels(), "unlabelled")
-    check_features_available(("pre", "post"), TaskWithoutLabels(), "unlabelled")
+    assert str(error.value).startswith("this rule cannot run on task 'control': it reads error, which needs the error signal")
+    assert "and control provides reward" in str(error.value)
+    assert "evaluate it on a task with error: breast_cancer, continual_digits, dataset, digits, iris, sinusoid, spike_patterns, wine" in str(error.value)
+
+
+def test_rule_reading_provided_signals_is_accepted():
+    check_features_available(("pre", "post", "error"), "digits")
+    check_features_available(("pre", "reward"), "control")
+
+
+def test_evaluate_explains_missing_signal(exported, tmp_path, capsys):
+    assert main(["evaluate", str(exported), "--task", "control", "--out", str(tmp_path / "e")]) == 2
+    error_lines = capsys.readouterr().err.splitlines()
+
+    assert len(error_lines) == 1
+    assert "this rule cannot run on task 'control'" in error_lines[0]
+    assert "rule.features" not in error_lines[0]
 
 
 def test_inspect_writes_plot(exported, tmp_path, capsys):
