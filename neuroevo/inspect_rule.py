@@ -99,7 +99,7 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
         raise NeuroevoError(f"{str(rule_path)!r} carries no source config, which inspect needs to find typical feature values; export the rule from its run again")
     if is_per_edge(loaded.rule):
         raise NeuroevoError(
-            f"{str(rule_path)!r} contains a {metadata['rule'].get('name')} rule with one parameter set per edge, so its response "
+            f"{str(rule_path)!r} contains the {metadata['rule'].get('name')} rule with one parameter set per edge, so its response "
             "differs from edge to edge and inspect cannot plot one; inspect a rule shared by every edge, e.g. from a run with rule.per_edge=false"
         )
 

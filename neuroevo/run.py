@@ -101,6 +101,11 @@ def rule_metadata(config: Config, feature_names: tuple[str, ...], extra: dict) -
     }
 
 
+def _count(count: int, noun: str) -> str:
+    """Return ``count`` and ``noun``, with the plural ``s`` unless ``count`` is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _format_seconds(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
@@ -163,7 +168,7 @@ def resume(run_dir: Path, log: Log = print, overrides: list[str] | tuple[str, ..
             raise corrupt_checkpoint_error(run_dir / "checkpoint.npz", "its best-rule record is missing or has unexpected fields") from None
     records = _read_records(run_dir / "metrics.jsonl", generation)
     if len(records) != generation:
-        raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")
+        raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {_count(generation, 'generation')} in the checkpoint; the run directory is damaged")
     if is_main_process():
         atomic_write_text(run_dir / "metrics.jsonl", "".join(strict_json(record) + "\n" for record in records))
         if overrides:
@@ -173,7 +178,7 @@ def resume(run_dir: Path, log: Log = print, overrides: list[str] | tuple[str, ..
         extend = "" if schedule_spans_generations(config.evolution) else (
             f", or extend it with: neuroevo evolve --resume {shlex.quote(str(run_dir))} --set evolution.generations=N (N > {generation})"
         )
-        log(f"run {run_dir} is already complete ({generation} generations); see its summary.json{extend}")
+        log(f"run {run_dir} is already complete ({_count(generation, 'generation')}); see its summary.json{extend}")
         return json.loads((run_dir / "summary.json").read_text())
     log(f"resuming {run_dir} after generation {generation} of {config.evolution.generations}")
     with _resume_hint_on_interrupt(run_dir):
@@ -256,15 +261,15 @@ def _read_records(path: Path, up_to: int) -> list[dict]:
 def _describe_outer_loop(settings: Any) -> str:
     if settings.method == "meta_gradient":
         options = settings.meta_gradient
-        truncation = f"last {options.truncation} steps" if options.truncation else "whole lifetimes"
+        truncation = f"last {_count(options.truncation, 'step')}" if options.truncation else "whole lifetimes"
         return (
             f"meta-gradient descent ({settings.optimizer} {settings.learning_rate:g}, gradient clipped to norm "
-            f"{options.clip_norm:g}, through {truncation}); {settings.lifetimes_per_member} lifetimes per step, "
-            f"{settings.generations} steps"
+            f"{options.clip_norm:g}, through {truncation}); {_count(settings.lifetimes_per_member, 'lifetime')} per step, "
+            f"{_count(settings.generations, 'step')}"
         )
     return (
-        f"{settings.strategy}; population {settings.population}, {settings.lifetimes_per_member} lifetimes per member, "
-        f"{settings.generations} generations"
+        f"{settings.strategy}; population {settings.population}, {_count(settings.lifetimes_per_member, 'lifetime')} per member, "
+        f"{_count(settings.generations, 'generation')}"
     )
 
 
@@ -299,7 +304,7 @@ def _run(
     validation_keys = experiment.validation_keys()
     first = len(records) + 1
     log(
-        f"neuroevo {__version__}: training a {rule_name(config.rule)} rule ({evolution.n_params} parameters) on "
+        f"neuroevo {__version__}: training the {rule_name(config.rule)} rule ({_count(evolution.n_params, 'parameter')}) on "
         f"{task_name(config.task)} with {_describe_outer_loop(settings)}; "
         f"{jax.device_count()} {jax.default_backend()} device(s); run directory {out_dir}"
     )

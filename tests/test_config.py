@@ -381,6 +381,20 @@ def test_integer_out_of_int32_range_rejected(value):
         config_from_dict({"evolution": {"population": value}})
 
 
+@pytest.mark.parametrize("n_way", [0, 1, -3])
+def test_n_way_below_two_names_bound(n_way):
+    with pytest.raises(ConfigError, match=rf"^task.n_way={n_way} must be at least 2 for a classification task$"):
+        config_from_dict({"task": {"n_way": n_way}})
+
+
+@pytest.mark.parametrize("seed", [2**31, -(2**31), -(2**40)])
+def test_seed_out_of_range_asks_for_valid_seed(seed):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"seed": seed})
+
+    assert str(error.value) == f"seed={seed} is out of range; use an integer between 0 and {2**31 - 1}"
+
+
 def test_negative_seed_rejected():
     with pytest.raises(ConfigError, match="seed=-1 is negative"):
         config_from_dict({"seed": -1})

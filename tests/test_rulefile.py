@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from safetensors.numpy import save_file as save_safetensors_file
 
 import neuroevo
 import neuroevo.io
@@ -88,6 +89,38 @@ def test_load_rule_rejects_garbage(tmp_path):
     garbage.write_bytes(b"\x00" * 3)
     with pytest.raises(NeuroevoError, match="not a valid neuroevo rule file"):
         neuroevo.load_rule(garbage)
+
+
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}], ids=["no_metadata", "other_metadata"])
+def test_load_rule_explains_plain_safetensors(tmp_path, metadata):
+    path = tmp_path / "plain.safetensors"
+    save_safetensors_file({"kernel": np.zeros(3, np.float32)}, str(path), metadata=metadata)
+
+    with pytest.raises(NeuroevoError) as error:
+        neuroevo.load_rule(path)
+
+    assert str(error.value).startswith(f"{str(path)!r} is a safetensors file but not a neuroevo rule file: its header has no 'neuroevo' metadata entry")
+    assert "corrupt" not in str(error.value)
+
+
+def test_load_rule_lists_known_rule_families(exported, tmp_path):
+    params, metadata = read_rule_file(exported)
+    metadata = {key: value for key, value in metadata.items() if key not in ("format", "format_version")}
+    metadata["rule"] = {**metadata["rule"], "name": "nope"}
+    path = tmp_path / "unknown.safetensors"
+    save_rule(path, params, metadata)
+
+    with pytest.raises(NeuroevoError) as error:
+        neuroevo.load_rule(path)
+
+    assert "rule family 'nope' is unknown to this neuroevo, which knows abcd, bcm, gru, mlp," in str(error.value)
+    assert "hidden" not in str(error.value)
+
+
+def test_export_rejects_rule_file(exported, capsys):
+    assert main(["export", str(exported)]) == 2
+
+    assert f"export reads a run directory, but {str(exported)!r} is a file" in capsys.readouterr().err
 
 
 def test_load_rule_rejects_newer_format(exported, tmp_path, monkeypatch):
