@@ -15,6 +15,7 @@ from neuroevo.cli import main
 from neuroevo.config import config_from_dict, read_yaml
 from neuroevo.errors import NeuroevoError
 from neuroevo import evaluate as evaluate_module
+from neuroevo import inspect_rule
 from neuroevo.evaluate import check_features_available
 from neuroevo.experiment import build_experiment
 from neuroevo.inspect_rule import sample_control_features
@@ -303,6 +304,30 @@ def test_inspect_plots_control_rule(tmp_path, capsys):
 
     assert (tmp_path / "cartpole.rule.pre-weight.png").stat().st_size > 0
     assert "reward=1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--x", "nope"], "--x 'nope' is not a feature of this rule"),
+        (["--x", "pre", "--y", "pre"], "--x and --y are both 'pre'"),
+        (["--out", "{tmp}/missing/plot.png"], "cannot write plot '{tmp}/missing/plot.png': its directory does not exist"),
+    ],
+    ids=["unknown_feature", "same_feature", "missing_directory"],
+)
+def test_inspect_checks_arguments_before_lifetimes(exported, tmp_path, monkeypatch, capsys, arguments, message):
+    def no_lifetimes(config):
+        raise AssertionError("inspect built the experiment before checking its arguments")
+
+    monkeypatch.setattr(inspect_rule, "build_experiment", no_lifetimes)
+    arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
+
+    code = main(["inspect", str(exported), *arguments])
+    output = capsys.readouterr()
+
+    assert code == 2
+    assert message.replace("{tmp}", str(tmp_path)) in output.err
+    assert output.out == ""
 
 
 def test_inspect_rejects_per_edge_rule(tmp_path, capsys):
