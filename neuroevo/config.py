@@ -501,7 +501,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def _section_keys(path: list[str]) -> str | None:
-    """List the keys of the config section at ``path``; ``None`` when ``path`` names no section."""
+    """Return the keys of the config section at ``path`` as text, or ``None`` when ``path`` names no section."""
     if path in (["task"], ["rule"]):
         return f"name and the options of the named {path[0]}"
     section: Any = _ConfigWithoutPlugins

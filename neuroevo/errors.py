@@ -10,4 +10,4 @@ class ConfigError(NeuroevoError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a run whose directory can resume; the message names the command that continues it."""
+    """Ctrl-C during a resumable run, with a message that names the command that continues it."""

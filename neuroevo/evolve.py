@@ -87,7 +87,7 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
 
 
 def schedule_spans_generations(config: EvolutionConfig) -> bool:
-    """Whether the strategy's schedule depends on ``config.generations`` (it takes ``num_generations``).
+    """Return whether the strategy's schedule depends on ``config.generations`` (it takes ``num_generations``).
 
     A run of such a strategy cannot change its length on resume, because its earlier
     generations followed the schedule of the old length.

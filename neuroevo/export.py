@@ -59,8 +59,8 @@ def rule_from_metadata(rule_section: Any, source: str) -> Rule:
         raise NeuroevoError(f"{source}: the rule metadata is not a mapping with a rule name; export the rule again")
     if rule_section.get("name") not in RULE_CONFIGS:
         raise NeuroevoError(
-            f"{source}: rule family {rule_section.get('name')!r} is unknown to this neuroevo, which knows "
-            f"{', '.join(sorted(RULE_CONFIGS))}; upgrade neuroevo or export the rule again"
+            f"{source}: rule family {rule_section.get('name')!r} is not known to this neuroevo version (valid families: "
+            f"{', '.join(sorted(RULE_CONFIGS))}); upgrade neuroevo or export the rule again"
         )
     options = {key: value for key, value in rule_section.items() if key != "name"}
     try:

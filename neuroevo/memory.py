@@ -47,7 +47,7 @@ def _meminfo_available() -> int | None:
 
 
 def lifetime_weight_bytes(members: int, lifetimes: int, n_edges: int) -> int:
-    """Return the bytes of weights that ``members x lifetimes`` lifetimes running at once hold at least."""
+    """Return a lower bound on the bytes of weights held by ``members x lifetimes`` lifetimes that run at once."""
     return _WEIGHT_COPIES * _BYTES_PER_WEIGHT * members * lifetimes * n_edges
 
 
@@ -57,8 +57,8 @@ def check_lifetime_memory(
     """Raise ConfigError when the lifetimes that run at once need more memory for their weights than ``available``.
 
     ``available`` is the memory of one device, or with ``shared`` (CPU devices, which share
-    the host's RAM) of all devices together. ``batchable`` says whether
-    ``evolution.lifetime_batch`` sets ``lifetimes_at_once``, which is not the case when
+    the host's RAM) of all devices together. ``batchable`` is true when
+    ``evolution.lifetime_batch`` sets ``lifetimes_at_once``, which it does not when
     lifetimes are split over devices.
     """
     if available is None:

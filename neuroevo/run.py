@@ -219,7 +219,7 @@ def _check_checkpoint_config(run_dir: Path, stored: dict | None, config: Config,
 
 
 def _has_final_summary(run_dir: Path, generation: int) -> bool:
-    """Whether ``summary.json`` was written at the end of a run of ``generation`` generations.
+    """Return whether ``summary.json`` was written at the end of a run of ``generation`` generations.
 
     NOTE: summaries written before they recorded ``generations`` count as final, so such a
     run, extended and then interrupted during its held-out comparison, reports itself complete.

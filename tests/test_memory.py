@@ -34,12 +34,12 @@ def test_check_offers_lifetime_batch_that_fits():
     assert str(error.value).endswith("set evolution.lifetime_batch=5 to run fewer lifetimes per member at once")
 
 
-def test_check_offers_population_when_one_lifetime_is_too_many():
+def test_population_fix_when_one_lifetime_too_big():
     with pytest.raises(ConfigError, match="lower evolution.population or use a smaller network$"):
         check_lifetime_memory(512, 8, EDGES, n_devices=1, shared=True, batchable=True, available=PER_LIFETIME - 1)
 
 
-def test_check_offers_population_when_lifetimes_are_split_over_devices():
+def test_population_fix_when_lifetimes_split():
     with pytest.raises(ConfigError, match="lower evolution.population"):
         check_lifetime_memory(512, 8, EDGES, n_devices=2, shared=False, batchable=False, available=5 * PER_LIFETIME)
 

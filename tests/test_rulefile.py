@@ -114,7 +114,7 @@ def test_load_rule_lists_known_rule_families(exported, tmp_path):
     with pytest.raises(NeuroevoError) as error:
         neuroevo.load_rule(path)
 
-    assert "rule family 'nope' is unknown to this neuroevo, which knows abcd, bcm, gru, mlp," in str(error.value)
+    assert "rule family 'nope' is not known to this neuroevo version (valid families: abcd, bcm, gru, mlp," in str(error.value)
     assert "hidden" not in str(error.value)
 
 
