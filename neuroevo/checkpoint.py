@@ -52,6 +52,14 @@ def save_checkpoint(run_dir: Path, state: Any, best_params: Any, info: dict) -> 
     atomic_write_bytes(Path(run_dir) / CHECKPOINT_NAME, buffer.getvalue())
 
 
+def corrupt_checkpoint_error(path: Path, reason: str) -> NeuroevoError:
+    """Return the error for an unreadable checkpoint, naming ``path``, ``reason`` and the ways to go on."""
+    return NeuroevoError(
+        f"checkpoint {str(path)!r} is corrupt ({reason}), so the run cannot resume from it; delete it to "
+        "restart the run from generation 0, or start a new run directory"
+    )
+
+
 def _restore_tree(template: Any, arrays: dict[str, np.ndarray], prefix: str, path: Path) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten(template)
     stored = sorted(name for name in arrays if name.startswith(prefix + "_"))
@@ -85,10 +93,11 @@ def load_checkpoint(run_dir: Path, state_template: Any, params_template: Any) ->
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         info = json.loads(arrays.pop("info").tobytes().decode("utf-8"))
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as error:
-        raise NeuroevoError(f"checkpoint {str(path)!r} is corrupt ({error}); the run cannot resume from it") from None
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError):
+        # numpy's own messages suggest allow_pickle, which a checkpoint never needs.
+        raise corrupt_checkpoint_error(path, "truncated, or not an .npz archive of plain arrays with an info record") from None
     if not isinstance(info, dict) or not isinstance(info.get("generation"), int):
-        raise NeuroevoError(f"checkpoint {str(path)!r} is corrupt (its info record has no integer generation); the run cannot resume from it")
+        raise corrupt_checkpoint_error(path, "its info record has no integer generation")
     if info.get("checkpoint_version", 0) > CHECKPOINT_VERSION:
         raise NeuroevoError(f"checkpoint {str(path)!r} was written by a newer neuroevo (version {info['checkpoint_version']}); upgrade neuroevo")
     state = _restore_tree(state_template, arrays, "state", path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from neuroevo.errors import NeuroevoError
 
 DEFAULT_CONFIG = "digits"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a program stopped by Ctrl-C
 _OUT_OF_MEMORY = (
     "out of memory; lower evolution.population, evolution.lifetimes_per_member, evolution.eval_lifetimes, "
     "evaluation.lifetimes, evaluation.sweep_lifetimes, network.hidden or rule.hidden"
@@ -61,9 +62,9 @@ def command_evolve(args: argparse.Namespace) -> int:
     from neuroevo.run import evolve, resume
 
     if args.resume:
-        if args.config or args.overrides or args.out:
-            raise NeuroevoError("--resume continues a run with its own config.yaml; drop CONFIG, --set and --out")
-        resume(Path(args.resume))
+        if args.config or args.out:
+            raise NeuroevoError("--resume continues a run with its own config.yaml; drop CONFIG and --out")
+        resume(Path(args.resume), overrides=args.overrides)
         return 0
     path, config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else claim_default_dir(Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -119,7 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     evolve.add_argument("config", nargs="?", help=f"YAML config file or bundled config name (default: {DEFAULT_CONFIG})")
     evolve.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set evolution.population=32 (repeatable)")
     evolve.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
-    evolve.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    evolve.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint; with --set evolution.generations=N, extend a run to N generations",
+    )
     evolve.add_argument(
         "--distributed",
         action="store_true",
@@ -177,10 +182,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"neuroevo: error: {_OUT_OF_MEMORY} ({str(error).splitlines()[0][:200]})", file=sys.stderr)
             return 2
         raise
-    except KeyboardInterrupt:
-        print("neuroevo: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        hint = f"; {interrupt}" if str(interrupt) else ""
+        print(f"neuroevo: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def console_main() -> None:
+    """Run :func:`main` as the ``neuroevo`` program and exit with its status.
+
+    After Ctrl-C, XLA's threads may still be running a computation, and the normal
+    interpreter shutdown that tears them down can then crash with SIGSEGV or SIGABRT.
+    ``os._exit`` skips that shutdown; the run files are already closed or written atomically.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

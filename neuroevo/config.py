@@ -312,8 +312,12 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _convert(key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field annotation and convert lists to tuples."""
+def _convert(key: str, value: Any, annotation: Any, minimum: int = -_INT_LIMIT + 1) -> Any:
+    """Check ``value`` against a field annotation and convert lists to tuples.
+
+    ``minimum`` is the lowest integer that the out-of-range message offers; the section's
+    ``validate`` enforces it for values inside the int32 range.
+    """
     origin = get_origin(annotation)
     if origin is Literal:
         if value not in get_args(annotation):
@@ -322,7 +326,7 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         for option in get_args(annotation):
             try:
-                return _convert(key, value, option)
+                return _convert(key, value, option, minimum)
             except ConfigError:
                 continue
         raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(annotation)}")
@@ -344,7 +348,7 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
         if not -_INT_LIMIT < value < _INT_LIMIT:
-            raise ConfigError(f"{key}={value} is out of range; use an integer between {-_INT_LIMIT + 1} and {_INT_LIMIT - 1}")
+            raise ConfigError(f"{key}={value} is out of range; use an integer between {minimum} and {_INT_LIMIT - 1}")
         return value
     if annotation is float:
         if isinstance(value, str):
@@ -391,7 +395,7 @@ def build_section(cls: type, data: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(annotation):
             values[name] = build_section(annotation, value, full_key)
         else:
-            values[name] = _convert(full_key, value, annotation)
+            values[name] = _convert(full_key, value, annotation, fields[name].metadata.get("minimum", -_INT_LIMIT + 1))
     section = cls(**values)
     if hasattr(section, "validate"):
         section.validate()
@@ -428,7 +432,7 @@ def config_from_dict(data: Any) -> Config:
 @dataclasses.dataclass(frozen=True)
 class _ConfigWithoutPlugins:
     handled_elsewhere = ("task", "rule")  # top-level sections that config_from_dict validates before this class
-    seed: int = 0
+    seed: int = dataclasses.field(default=0, metadata={"minimum": 0})
     network: NetworkConfig = NetworkConfig()
     signal: SignalConfig = SignalConfig()
     evolution: EvolutionConfig = EvolutionConfig()
@@ -480,6 +484,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     data = _deep_copy(data)
     for text in overrides:
         path, value = parse_override(text)
+        keys = _section_keys(path)
+        if keys is not None and value is not None and not isinstance(value, dict):
+            section = ".".join(path)
+            raise ConfigError(f"--set {text!r}: {section} is a section with keys ({keys}), not a value; set one key, e.g. --set {section}.KEY=VALUE")
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -490,6 +498,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = child
         node[path[-1]] = value
     return data
+
+
+def _section_keys(path: list[str]) -> str | None:
+    """Return the keys of the config section at ``path`` as text, or ``None`` when ``path`` names no section."""
+    if path in (["task"], ["rule"]):
+        return f"name and the options of the named {path[0]}"
+    section: Any = _ConfigWithoutPlugins
+    for part in path:
+        section = get_type_hints(section).get(part)
+        if not dataclasses.is_dataclass(section):
+            return None
+    return ", ".join(field.name for field in dataclasses.fields(section))
 
 
 def _deep_copy(data: Any) -> Any:

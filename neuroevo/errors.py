@@ -7,3 +7,7 @@ class NeuroevoError(Exception):
 
 class ConfigError(NeuroevoError):
     """Invalid configuration key, type or value."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a resumable run, with a message that names the command that continues it."""

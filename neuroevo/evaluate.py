@@ -19,19 +19,23 @@ from neuroevo.experiment import build_experiment, compare_heldout
 from neuroevo.export import check_same_graph, find_rule_file, load_rule
 from neuroevo.features import FEATURES
 from neuroevo.run import format_table, prepare_output_dir, write_summary
-from neuroevo.tasks import task_name
+from neuroevo.tasks import TASK_CONFIGS, task_name, task_signals
 
 
-def check_features_available(feature_names: tuple[str, ...], task, task_label: str) -> None:
-    """Raise NeuroevoError when the rule reads a feature whose signal the task does not provide."""
-    provided = set(getattr(task, "signals", ()))
+def check_features_available(feature_names: tuple[str, ...], task_label: str) -> None:
+    """Raise NeuroevoError when the rule reads a feature whose learning signal the task ``task_label`` does not provide."""
+    provided = set(task_signals(task_label))
     missing = [name for name in feature_names if FEATURES[name].requires and FEATURES[name].requires not in provided]
-    if missing:
-        needs = sorted({FEATURES[name].requires for name in missing})
-        raise NeuroevoError(
-            f"the rule reads {', '.join(missing)}, which needs a {' and '.join(needs)} signal that task {task_label!r} "
-            f"does not provide (it provides: {', '.join(sorted(provided)) or 'none'}); evaluate it on a task that does"
-        )
+    if not missing:
+        return
+    needs = sorted({FEATURES[name].requires for name in missing})
+    suitable = [name for name in sorted(TASK_CONFIGS) if set(needs) <= set(task_signals(name))]
+    raise NeuroevoError(
+        f"this rule cannot run on task {task_label!r}: it reads {', '.join(missing)}, which needs the {' and '.join(needs)} "
+        f"signal{'s' if len(needs) > 1 else ''}, "
+        f"and {task_label} provides {', '.join(sorted(provided)) or 'no signal'}; evaluate it on a task with "
+        f"{' and '.join(needs)}: {', '.join(suitable) or 'none is registered'}"
+    )
 
 
 def evaluate_rule(
@@ -63,8 +67,8 @@ def evaluate_rule(
         data = apply_overrides(data, [f"evaluation.lifetimes={lifetimes}"])
     config = config_from_dict(data)
 
+    check_features_available(loaded.feature_names, task_name(config.task))
     experiment = build_experiment(config)
-    check_features_available(loaded.feature_names, experiment.task, task_name(config.task))
     check_same_graph(loaded, experiment.learner.rule)
     out_dir = Path(out) if out else Path("evaluations") / f"{rule_path.stem}-{task_name(config.task)}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = prepare_output_dir(out_dir)

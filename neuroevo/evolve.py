@@ -28,6 +28,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from neuroevo.config import EvolutionConfig
 from neuroevo.errors import ConfigError
 from neuroevo.lifetime import Learner, LifetimeResult, Lifetimes
+from neuroevo.memory import available_memory_bytes, check_lifetime_memory
 
 # Constructor arguments that neuroevo fills in; a strategy that requires any other argument
 # (a subspace size, a learned-ES parameter file, ...) is rejected with a clear message.
@@ -83,6 +84,17 @@ def make_strategy(config: EvolutionConfig, template: Any) -> tuple[Any, Any]:
     if "std_schedule" not in kwargs and hasattr(params, "std_init"):
         params = params.replace(std_init=config.std)
     return strategy, params
+
+
+def schedule_spans_generations(config: EvolutionConfig) -> bool:
+    """Return whether the strategy's schedule depends on ``config.generations`` (it takes ``num_generations``).
+
+    A run of such a strategy cannot change its length on resume, because its earlier
+    generations followed the schedule of the old length.
+    """
+    if config.method != "es" or config.strategy not in EVOSAX_ALGORITHMS:
+        return False
+    return "num_generations" in inspect.signature(EVOSAX_ALGORITHMS[config.strategy].__init__).parameters
 
 
 def strongly_typed(tree: Any) -> Any:
@@ -190,9 +202,10 @@ class Evolution:
         self.n_devices = jax.device_count()
         self.grid = device_grid(self.n_devices, config.population)
         self.lifetime_batch = config.lifetime_batch
+        members_per_device = -(-config.population // self.grid[0])
         if self.lifetime_batch is None and jax.default_backend() == "cpu":
-            members_per_device = -(-config.population // self.grid[0])
             self.lifetime_batch = cpu_lifetime_batch(members_per_device, learner.topology.n_edges, config.lifetimes_per_member)
+        self._check_memory(members_per_device, learner.topology.n_edges)
         self.mesh = None
         if self.n_devices > 1:
             # Auto axes: with_sharding_constraint then moves data rather than only asserting its layout.
@@ -200,6 +213,16 @@ class Evolution:
         flat, self.unravel = ravel_pytree(initial_params)
         self.n_params = flat.size
         self._initial_flat = flat
+
+    def _check_memory(self, members_per_device: int, n_edges: int) -> None:
+        """Reject a population whose lifetimes that run at once cannot hold their weights in memory."""
+        lifetime_shards = self.grid[1]
+        batchable = lifetime_shards == 1
+        lifetimes_at_once = -(-self.lifetimes_per_member // lifetime_shards)
+        if batchable and self.lifetime_batch is not None:
+            lifetimes_at_once = min(self.lifetime_batch, self.lifetimes_per_member)
+        shared = jax.default_backend() == "cpu"
+        check_lifetime_memory(members_per_device, lifetimes_at_once, n_edges, self.n_devices, shared, batchable, available_memory_bytes())
 
     def init(self, key: jax.Array, pools: Any) -> EvolutionState:
         """Start the strategy at the initial rule parameters.

@@ -70,7 +70,7 @@ def check_signals(feature_names: tuple[str, ...], task: Any, label: str) -> None
     if missing:
         needs = sorted({FEATURES[name].requires for name in missing})
         raise ConfigError(
-            f"rule features {', '.join(missing)} need a {' and '.join(needs)} signal that task {label!r} does not provide "
+            f"rule features {', '.join(missing)} need the {' and '.join(needs)} signal{'s' if len(needs) > 1 else ''}, which task {label!r} does not provide "
             f"(it provides: {', '.join(sorted(provided)) or 'none'}); remove them from rule.features"
         )
 
@@ -89,7 +89,7 @@ def build_experiment(config: Config) -> Experiment:
         rule = WithStructureParams(rule, config.structure)
     check_signals(rule.feature_names, task, task_name(config.task))
     check_neurons(config, task, rule.feature_names)
-    check_structure(config, topology, rule)
+    check_structure(config, topology, rule, task)
     learner_options = dict(
         topology=topology,
         rule=rule,
@@ -116,9 +116,16 @@ def input_neurons(config: Config, task: Any) -> int:
     return task.n_inputs
 
 
-def check_structure(config: Config, topology: graph.Topology, rule: Any) -> None:
-    """Raise ConfigError when the structure options need a part the network or the rule lacks."""
+def check_structure(config: Config, topology: graph.Topology, rule: Any, task: Any) -> None:
+    """Raise ConfigError when the structure options need a part the network or the rule lacks, or never act in a lifetime of ``task``."""
     structure = config.structure
+    mechanisms = [f"structure.{name}" for name, on in (("prune", structure.prune), ("redo", structure.redo), ("grama", structure.grama)) if on]
+    if mechanisms and structure.every > task.lifetime_length:
+        raise ConfigError(
+            f"structure.every={structure.every} is longer than the {task.lifetime_length}-step lifetime of the "
+            f"{task_name(config.task)} task, so no refresh ever runs {' and '.join(mechanisms)}; "
+            f"set structure.every to at most {task.lifetime_length}"
+        )
     if (structure.redo or structure.grama) and not topology.hidden_groups:
         mechanisms = " and ".join(name for name, on in (("redo", structure.redo), ("grama", structure.grama)) if on)
         raise ConfigError(f"structure.{mechanisms} resets hidden neurons, but this network has none; add network.hidden or switch it off")

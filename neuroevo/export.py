@@ -55,8 +55,13 @@ class LoadedRule:
 
 def rule_from_metadata(rule_section: Any, source: str) -> Rule:
     """Build the rule family described by a rule file's ``rule`` metadata (validated like a config section)."""
-    if not isinstance(rule_section, dict) or rule_section.get("name") not in RULE_CONFIGS:
-        raise NeuroevoError(f"{source}: unknown rule family {rule_section!r}; this neuroevo knows {', '.join(RULE_CONFIGS)}")
+    if not isinstance(rule_section, dict):
+        raise NeuroevoError(f"{source}: the rule metadata is not a mapping with a rule name; export the rule again")
+    if rule_section.get("name") not in RULE_CONFIGS:
+        raise NeuroevoError(
+            f"{source}: rule family {rule_section.get('name')!r} is not known to this neuroevo version (valid families: "
+            f"{', '.join(sorted(RULE_CONFIGS))}); upgrade neuroevo or export the rule again"
+        )
     options = {key: value for key, value in rule_section.items() if key != "name"}
     try:
         return build_rule(build_section(RULE_CONFIGS[rule_section["name"]], options, "rule"))
@@ -143,9 +148,19 @@ def find_rule_file(rule_or_run: str | Path) -> Path:
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's best rule, with its scores from ``summary.json`` if present, to one file."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise NeuroevoError(
+            f"export reads a run directory, but {str(run_dir)!r} is a file; a rule file is already portable, so pass it "
+            "to evaluate or inspect as it is"
+        )
     if not run_dir.is_dir():
         raise NeuroevoError(f"run directory {str(run_dir)!r} not found")
-    source = find_rule_file(run_dir)
+    source = run_dir / BEST_RULE_NAME
+    if not source.is_file():
+        raise NeuroevoError(
+            f"{str(run_dir)!r} has no {BEST_RULE_NAME}, so it is not a run directory or its run has not yet evaluated "
+            "a center; pass the directory of a run that has, or resume this one"
+        )
     loaded = load_rule(source)
     metadata = {key: value for key, value in loaded.metadata.items() if key not in ("format", "format_version")}
     summary_path = run_dir / "summary.json"

@@ -8,6 +8,7 @@ every step while an episode runs).
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -99,9 +100,20 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
         raise NeuroevoError(f"{str(rule_path)!r} carries no source config, which inspect needs to find typical feature values; export the rule from its run again")
     if is_per_edge(loaded.rule):
         raise NeuroevoError(
-            f"{str(rule_path)!r} contains a {metadata['rule'].get('name')} rule with one parameter set per edge, so its response "
+            f"{str(rule_path)!r} contains the {metadata['rule'].get('name')} rule with one parameter set per edge, so its response "
             "differs from edge to edge and inspect cannot plot one; inspect a rule shared by every edge, e.g. from a run with rule.per_edge=false"
         )
+    # Check the arguments before the lifetimes run, which take seconds to minutes.
+    x_name = x_name or names[0]
+    y_name = y_name or (names[1] if len(names) > 1 else names[0])
+    for axis, name in (("--x", x_name), ("--y", y_name)):
+        if name not in names:
+            raise NeuroevoError(f"{axis} {name!r} is not a feature of this rule; choose one of {', '.join(names)}")
+    if x_name == y_name:
+        raise NeuroevoError(f"--x and --y are both {x_name!r}; choose two different features")
+    out = out or rule_path.with_name(f"{rule_path.stem}.{x_name}-{y_name}.png")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise NeuroevoError(f"cannot write plot {str(out)!r}: its directory does not exist or is not writable; choose a writable --out")
 
     log(f"rule file {rule_path}: {metadata['rule'].get('name')} rule, format version {metadata.get('format_version')}, neuroevo {metadata.get('neuroevo_version')}")
     log("options: " + ", ".join(f"{key}={value}" for key, value in metadata["rule"].items() if key != "name"))
@@ -112,14 +124,6 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
     for key in ("generation", "meta_train_fitness", "meta_test_fitness", "meta_test_score"):
         if key in metadata:
             log(f"{key}: {metadata[key]}")
-
-    x_name = x_name or names[0]
-    y_name = y_name or (names[1] if len(names) > 1 else names[0])
-    for axis, name in (("--x", x_name), ("--y", y_name)):
-        if name not in names:
-            raise NeuroevoError(f"{axis} {name!r} is not a feature of this rule; choose one of {', '.join(names)}")
-    if x_name == y_name:
-        raise NeuroevoError(f"--x and --y are both {x_name!r}; choose two different features")
 
     experiment = build_experiment(config_from_dict({**metadata["source_config"], "rule": metadata["rule"]}))
     sample = sample_features if hasattr(experiment.task, "training_stream") else sample_control_features
@@ -144,7 +148,6 @@ def inspect(rule_or_run: str | Path, x_name: str | None, y_name: str | None, out
     axis.set_ylabel(y_name)
     axis.set_title(f"rule response; {', '.join(others) or 'no other features'} at median", fontsize=9)
     figure.tight_layout()
-    out = out or rule_path.with_name(f"{rule_path.stem}.{x_name}-{y_name}.png")
     try:
         figure.savefig(out, dpi=120)
     except OSError as error:

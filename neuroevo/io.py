@@ -104,9 +104,18 @@ def read_rule_file(path: Path) -> tuple[dict, dict]:
         arrays = load_safetensors(raw)
         header_length = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_length])
-        metadata = json.loads(header["__metadata__"]["neuroevo"])
-    except (SafetensorError, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except (SafetensorError, ValueError, UnicodeDecodeError) as error:
         raise NeuroevoError(f"{str(path)!r} is not a valid neuroevo rule file (corrupt or truncated: {error}); export the rule again") from None
+    entries = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(entries, dict) or "neuroevo" not in entries:
+        raise NeuroevoError(
+            f"{str(path)!r} is a safetensors file but not a neuroevo rule file: its header has no 'neuroevo' metadata entry "
+            "(rule family, features, source config); pass a file written by 'neuroevo export' or a run's best_rule.safetensors"
+        )
+    try:
+        metadata = json.loads(entries["neuroevo"])
+    except (ValueError, TypeError):
+        raise NeuroevoError(f"{str(path)!r} is not a valid neuroevo rule file (its 'neuroevo' metadata entry is not JSON); export the rule again") from None
     if not isinstance(metadata, dict):
         raise NeuroevoError(f"{str(path)!r} is not a valid neuroevo rule file (its metadata is not a JSON object); export the rule again")
     if metadata.get("format") != RULE_FORMAT:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -35,12 +36,12 @@ import jax
 import numpy as np
 
 from neuroevo import __version__
-from neuroevo.checkpoint import load_checkpoint, save_checkpoint
+from neuroevo.checkpoint import corrupt_checkpoint_error, load_checkpoint, save_checkpoint
 from neuroevo.compare_control import compare_control
-from neuroevo.config import Config, config_from_dict, config_to_dict, read_yaml
+from neuroevo.config import Config, apply_overrides, config_from_dict, config_to_dict, parse_override, read_yaml
 from neuroevo.distributed import is_main_process
-from neuroevo.errors import NeuroevoError
-from neuroevo.evolve import Evolution, EvolutionState
+from neuroevo.errors import NeuroevoError, RunInterrupted
+from neuroevo.evolve import Evolution, EvolutionState, schedule_spans_generations
 from neuroevo.experiment import Experiment, build_experiment, compare_heldout
 from neuroevo.io import atomic_write_text, save_rule, strict_json
 from neuroevo.metagrad import MetaGradient, MetaGradientState
@@ -100,6 +101,11 @@ def rule_metadata(config: Config, feature_names: tuple[str, ...], extra: dict) -
     }
 
 
+def _count(count: int, noun: str) -> str:
+    """Return ``count`` and ``noun``, with the plural ``s`` unless ``count`` is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _format_seconds(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
@@ -118,12 +124,22 @@ def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
     if main:
         out_dir = prepare_run_dir(out_dir)
         atomic_write_text(out_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
-    state = evolution.init(experiment.key(0), experiment.train_pools)
-    return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
+    with _resume_hint_on_interrupt(out_dir):
+        state = evolution.init(experiment.key(0), experiment.train_pools)
+        return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
 
 
-def resume(run_dir: Path, log: Log = print) -> dict:
-    """Continue the run in ``run_dir`` from its last checkpoint (or from the start if it has none)."""
+def resume(run_dir: Path, log: Log = print, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Continue the run in ``run_dir`` from its last checkpoint (or from the start if it has none).
+
+    ``overrides`` may only set ``evolution.generations``, which extends a run (finished or
+    not) to that many generations. Generations after the checkpoint are the same as in an
+    uninterrupted run of the new length, because the strategy state and the PRNG key do
+    not depend on the length, and strategies whose schedule does are rejected. The best
+    rule can still differ: the old last generation keeps its center evaluation, which an
+    uninterrupted run makes only when ``eval_every`` divides that generation.
+    """
+    _check_resume_overrides(overrides)
     run_dir = Path(run_dir)
     if not is_main_process():
         log = _discard
@@ -134,7 +150,7 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     data = read_yaml(run_dir / "config.yaml")
     if not data:
         raise NeuroevoError(f"{run_dir / 'config.yaml'} is empty, so the run's config is lost; restore it (evolve writes the resolved config there)")
-    config = config_from_dict(data)
+    config = config_from_dict(apply_overrides(data, list(overrides)))
     experiment = build_experiment(config)
     evolution = experiment.evolution()
     state = evolution.init(experiment.key(0), experiment.train_pools)
@@ -143,27 +159,88 @@ def resume(run_dir: Path, log: Log = print) -> dict:
     checkpoint = load_checkpoint(run_dir, state, best.params)
     generation = 0
     if checkpoint is not None:
-        stored_config = checkpoint.info.get("config")
-        # Refill defaults, so a checkpoint written before a config option existed still matches.
-        if stored_config is not None and config_to_dict(config_from_dict(stored_config)) != config_to_dict(config):
-            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} was written by a run with a different config than {run_dir / 'config.yaml'}; restore the matching checkpoint or start a new run")
-        state = checkpoint.state
         generation = int(checkpoint.info["generation"])
+        _check_checkpoint_config(run_dir, checkpoint.info.get("config"), config, generation)
+        state = checkpoint.state
         try:
             best = BestRule(checkpoint.best_params, **checkpoint.info["best"])
         except (KeyError, TypeError):
-            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} is corrupt (its best-rule record is missing or has unexpected fields); the run cannot resume from it") from None
+            raise corrupt_checkpoint_error(run_dir / "checkpoint.npz", "its best-rule record is missing or has unexpected fields") from None
     records = _read_records(run_dir / "metrics.jsonl", generation)
     if len(records) != generation:
-        raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {generation} generations in the checkpoint; the run directory is damaged")
+        raise NeuroevoError(f"{run_dir / 'metrics.jsonl'} has {len(records)} of the {_count(generation, 'generation')} in the checkpoint; the run directory is damaged")
     if is_main_process():
         atomic_write_text(run_dir / "metrics.jsonl", "".join(strict_json(record) + "\n" for record in records))
+        if overrides:
+            atomic_write_text(run_dir / "config.yaml", _dump_yaml(config_to_dict(config)))
 
-    if generation == config.evolution.generations and (run_dir / "summary.json").is_file():
-        log(f"run {run_dir} is already complete ({generation} generations); see its summary.json")
+    if generation == config.evolution.generations and _has_final_summary(run_dir, generation):
+        extend = "" if schedule_spans_generations(config.evolution) else (
+            f", or extend it with: neuroevo evolve --resume {shlex.quote(str(run_dir))} --set evolution.generations=N (N > {generation})"
+        )
+        log(f"run {run_dir} is already complete ({_count(generation, 'generation')}); see its summary.json{extend}")
         return json.loads((run_dir / "summary.json").read_text())
     log(f"resuming {run_dir} after generation {generation} of {config.evolution.generations}")
-    return _run(experiment, evolution, run_dir, state, best, records, log)
+    with _resume_hint_on_interrupt(run_dir):
+        return _run(experiment, evolution, run_dir, state, best, records, log)
+
+
+def _check_resume_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    for text in overrides:
+        path, _ = parse_override(text)
+        if path != ["evolution", "generations"]:
+            raise NeuroevoError(
+                f"--resume continues a run with its own config.yaml, so --set {text!r} is not allowed; "
+                "only --set evolution.generations=N (to extend the run) is"
+            )
+
+
+def _check_checkpoint_config(run_dir: Path, stored: dict | None, config: Config, generation: int) -> None:
+    """Raise NeuroevoError unless the checkpoint's config equals ``config`` up to a longer ``evolution.generations``."""
+    requested = config.evolution.generations
+    if stored is not None:
+        # Refill defaults, so a checkpoint written before a config option existed still matches.
+        stored_config = config_from_dict(stored)
+        stored_length = stored_config.evolution.generations
+        same_length = dataclasses.replace(config, evolution=dataclasses.replace(config.evolution, generations=stored_length))
+        if config_to_dict(stored_config) != config_to_dict(same_length):
+            raise NeuroevoError(f"{run_dir / 'checkpoint.npz'} was written by a run with a different config than {run_dir / 'config.yaml'}; restore the matching checkpoint or start a new run")
+        if requested != stored_length and schedule_spans_generations(config.evolution):
+            raise NeuroevoError(
+                f"evolution.strategy={config.evolution.strategy} spreads its schedule over the run's "
+                f"evolution.generations={stored_length}, so the run cannot change its length; start a new run with "
+                f"evolution.generations={requested}"
+            )
+    if generation > requested:
+        raise NeuroevoError(
+            f"evolution.generations={requested} is fewer than the {generation} generations that {run_dir} has completed; "
+            f"a run cannot be shortened, so set evolution.generations to at least {generation}"
+        )
+
+
+def _has_final_summary(run_dir: Path, generation: int) -> bool:
+    """Return whether ``summary.json`` was written at the end of a run of ``generation`` generations.
+
+    NOTE: summaries written before they recorded ``generations`` count as final, so such a
+    run, extended and then interrupted during its held-out comparison, reports itself complete.
+    """
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return summary.get("generations", generation) == generation
+
+
+@contextlib.contextmanager
+def _resume_hint_on_interrupt(run_dir: Path):
+    """Turn Ctrl-C into :class:`RunInterrupted`, whose message names the command that continues the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"continue the run from its last checkpoint with: neuroevo evolve --resume {shlex.quote(str(run_dir))}") from None
 
 
 def _read_records(path: Path, up_to: int) -> list[dict]:
@@ -184,15 +261,15 @@ def _read_records(path: Path, up_to: int) -> list[dict]:
 def _describe_outer_loop(settings: Any) -> str:
     if settings.method == "meta_gradient":
         options = settings.meta_gradient
-        truncation = f"last {options.truncation} steps" if options.truncation else "whole lifetimes"
+        truncation = f"last {_count(options.truncation, 'step')}" if options.truncation else "whole lifetimes"
         return (
             f"meta-gradient descent ({settings.optimizer} {settings.learning_rate:g}, gradient clipped to norm "
-            f"{options.clip_norm:g}, through {truncation}); {settings.lifetimes_per_member} lifetimes per step, "
-            f"{settings.generations} steps"
+            f"{options.clip_norm:g}, through {truncation}); {_count(settings.lifetimes_per_member, 'lifetime')} per step, "
+            f"{_count(settings.generations, 'step')}"
         )
     return (
-        f"{settings.strategy}; population {settings.population}, {settings.lifetimes_per_member} lifetimes per member, "
-        f"{settings.generations} generations"
+        f"{settings.strategy}; population {settings.population}, {_count(settings.lifetimes_per_member, 'lifetime')} per member, "
+        f"{_count(settings.generations, 'generation')}"
     )
 
 
@@ -227,7 +304,7 @@ def _run(
     validation_keys = experiment.validation_keys()
     first = len(records) + 1
     log(
-        f"neuroevo {__version__}: training a {rule_name(config.rule)} rule ({evolution.n_params} parameters) on "
+        f"neuroevo {__version__}: training the {rule_name(config.rule)} rule ({_count(evolution.n_params, 'parameter')}) on "
         f"{task_name(config.task)} with {_describe_outer_loop(settings)}; "
         f"{jax.device_count()} {jax.default_backend()} device(s); run directory {out_dir}"
     )
@@ -299,7 +376,7 @@ def _run(
         results,
         out_dir,
         "summary.json",
-        extra={"evolved_generation": best.generation, "evolution_seconds": records[-1]["wall_time"]},
+        extra={"generations": settings.generations, "evolved_generation": best.generation, "evolution_seconds": records[-1]["wall_time"]},
         write=main,
     )
     log(format_table(summary, results))

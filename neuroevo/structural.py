@@ -50,6 +50,7 @@ from neuroevo.rules import base as rules_base
 
 # Refresh options that evolution may tune; each travels as log(value) in the rule params.
 EVOLVABLE = ("prune_threshold", "prune_fraction", "redo_threshold", "grama_threshold")
+_MECHANISM_OF = {"prune_threshold": "prune", "prune_fraction": "prune", "redo_threshold": "redo", "grama_threshold": "grama"}
 _FOLD_STRUCTURE = 0x5EED  # folded into the network key for the refresh draws, so the weight draws stay as without refresh
 _EPS = 1e-9
 
@@ -91,6 +92,18 @@ class StructureConfig:
                 raise ConfigError(f"structure.{name}={getattr(self, name)} is evolved on the log scale, so it must be positive")
         if len(set(self.evolve)) != len(self.evolve):
             raise ConfigError(f"structure.evolve={list(self.evolve)} names an option twice; list each once")
+        for name in self.evolve:
+            mechanism = _MECHANISM_OF[name]
+            if not getattr(self, mechanism):
+                raise ConfigError(
+                    f"structure.evolve contains {name}, but structure.{mechanism}=false, so the evolved value is never used; "
+                    f"set structure.{mechanism}=true or remove {name} from structure.evolve"
+                )
+        if self.regrow != "none" and not self.prune:
+            raise ConfigError(
+                f"structure.regrow={self.regrow} only refills edges that pruning removed, but structure.prune=false, so no edge "
+                "ever grows; set structure.prune=true or structure.regrow=none"
+            )
         uses_refresh = self.prune or self.redo or self.grama or self.regrow != "none" or self.evolve or self.density < 1.0
         if uses_refresh and not self.active:
             raise ConfigError("structure options are set but structure.every=0 turns structural plasticity off; set structure.every, e.g. 50")

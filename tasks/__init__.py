@@ -45,6 +45,11 @@ def task_name(config: Any) -> str:
     raise KeyError(f"unregistered task config {type(config).__name__}")
 
 
+def task_signals(name: str) -> tuple[str, ...]:
+    """Return the learning signals (``error``, ``reward``) that the task registered as ``name`` provides to rules."""
+    return tuple(getattr(_TASK_CLASSES[TASK_CONFIGS[name]], "signals", ()))
+
+
 def build_task(config: Any) -> Any:
     """Instantiate the task that ``config`` configures; impossible sizes raise ConfigError."""
     return _TASK_CLASSES[type(config)].from_config(config)
@@ -76,4 +81,5 @@ __all__ = [
     "TASK_CONFIGS",
     "build_task",
     "task_name",
+    "task_signals",
 ]

@@ -308,7 +308,8 @@ class ControlTask:
         return self.config.episodes * self.max_steps
 
     def describe(self) -> str:
-        return f"{self.config.env}, {self.config.episodes} episodes"
+        episodes = self.config.episodes
+        return f"{self.config.env}, {episodes} episode{'' if episodes == 1 else 's'}"
 
     def data(self, split: str) -> jax.Array:
         """Ranges of the varied fields in ``split``: (n_varied, 2) float32 rows of [low, high]."""

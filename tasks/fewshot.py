@@ -58,11 +58,11 @@ def build_pools(
 
 def validate_fewshot_sizes(config) -> None:
     """Raise ConfigError unless ``config`` (a task config) has n_way >= 2, k_shot and n_query >= 1, 0 < query_fraction < 1."""
-    for name in ("n_way", "k_shot", "n_query"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"task.{name}={getattr(config, name)} must be at least 1")
     if config.n_way < 2:
         raise ConfigError(f"task.n_way={config.n_way} must be at least 2 for a classification task")
+    for name in ("k_shot", "n_query"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"task.{name}={getattr(config, name)} must be at least 1")
     if not 0.0 < config.query_fraction < 1.0:
         raise ConfigError(f"task.query_fraction={config.query_fraction} must be between 0 and 1")
 

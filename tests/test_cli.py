@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from neuroevo import cli
+from neuroevo import cli, run
 from neuroevo.cli import claim_default_dir, load_config, main
 from neuroevo.config import config_from_dict
 from neuroevo.io import read_rule_file
@@ -310,3 +310,11 @@ def test_default_run_dirs_never_collide(tmp_path):
     assert second == base.with_name(base.name + "-2")
     assert first.is_dir()
     assert second.is_dir()
+
+
+def test_progress_counts_read_as_singular():
+    settings = config_from_dict({"evolution": {"generations": 1, "lifetimes_per_member": 1}}).evolution
+
+    description = run._describe_outer_loop(settings)
+
+    assert description.endswith("population 64, 1 lifetime per member, 1 generation")

@@ -226,6 +226,28 @@ def test_apply_overrides_rejects_key_below_value():
         apply_overrides({"seed": 0}, ["seed.value=1"])
 
 
+@pytest.mark.parametrize(
+    "overrides, section",
+    [
+        (["evolution=5", "evolution.population=8"], "evolution"),
+        (["structure=[1, 2]"], "structure"),
+        (["evolution.meta_gradient=3"], "evolution.meta_gradient"),
+        (["task=digits"], "task"),
+    ],
+)
+def test_apply_overrides_rejects_value_for_section(overrides, section):
+    with pytest.raises(ConfigError) as error:
+        apply_overrides({}, overrides)
+
+    assert str(error.value).startswith(f"--set '{overrides[0]}': {section} is a section with keys (")
+    assert f"--set {section}.KEY=VALUE" in str(error.value)
+
+
+def test_apply_overrides_names_section_keys():
+    with pytest.raises(ConfigError, match=r"keys \(truncation, clip_norm\)"):
+        apply_overrides({}, ["evolution.meta_gradient=3"])
+
+
 def test_overrides_reach_config():
     config = config_from_dict(apply_overrides({}, ["rule.hidden=[8, 4]", "evolution.population=32", "network.bias=false"]))
 
@@ -357,6 +379,20 @@ def test_exponent_string_read_as_float():
 def test_integer_out_of_int32_range_rejected(value):
     with pytest.raises(ConfigError, match="out of range"):
         config_from_dict({"evolution": {"population": value}})
+
+
+@pytest.mark.parametrize("n_way", [0, 1, -3])
+def test_n_way_below_two_names_bound(n_way):
+    with pytest.raises(ConfigError, match=rf"^task.n_way={n_way} must be at least 2 for a classification task$"):
+        config_from_dict({"task": {"n_way": n_way}})
+
+
+@pytest.mark.parametrize("seed", [2**31, -(2**31), -(2**40)])
+def test_seed_out_of_range_asks_for_valid_seed(seed):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"seed": seed})
+
+    assert str(error.value) == f"seed={seed} is out of range; use an integer between 0 and {2**31 - 1}"
 
 
 def test_negative_seed_rejected():

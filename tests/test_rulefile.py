@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from safetensors.numpy import save_file as save_safetensors_file
 
 import neuroevo
 import neuroevo.io
@@ -14,6 +15,7 @@ from neuroevo.cli import main
 from neuroevo.config import config_from_dict, read_yaml
 from neuroevo.errors import NeuroevoError
 from neuroevo import evaluate as evaluate_module
+from neuroevo import inspect_rule
 from neuroevo.evaluate import check_features_available
 from neuroevo.experiment import build_experiment
 from neuroevo.inspect_rule import sample_control_features
@@ -90,6 +92,38 @@ def test_load_rule_rejects_garbage(tmp_path):
         neuroevo.load_rule(garbage)
 
 
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}], ids=["no_metadata", "other_metadata"])
+def test_load_rule_explains_plain_safetensors(tmp_path, metadata):
+    path = tmp_path / "plain.safetensors"
+    save_safetensors_file({"kernel": np.zeros(3, np.float32)}, str(path), metadata=metadata)
+
+    with pytest.raises(NeuroevoError) as error:
+        neuroevo.load_rule(path)
+
+    assert str(error.value).startswith(f"{str(path)!r} is a safetensors file but not a neuroevo rule file: its header has no 'neuroevo' metadata entry")
+    assert "corrupt" not in str(error.value)
+
+
+def test_load_rule_lists_known_rule_families(exported, tmp_path):
+    params, metadata = read_rule_file(exported)
+    metadata = {key: value for key, value in metadata.items() if key not in ("format", "format_version")}
+    metadata["rule"] = {**metadata["rule"], "name": "nope"}
+    path = tmp_path / "unknown.safetensors"
+    save_rule(path, params, metadata)
+
+    with pytest.raises(NeuroevoError) as error:
+        neuroevo.load_rule(path)
+
+    assert "rule family 'nope' is not known to this neuroevo version (valid families: abcd, bcm, gru, mlp," in str(error.value)
+    assert "hidden" not in str(error.value)
+
+
+def test_export_rejects_rule_file(exported, capsys):
+    assert main(["export", str(exported)]) == 2
+
+    assert f"export reads a run directory, but {str(exported)!r} is a file" in capsys.readouterr().err
+
+
 def test_load_rule_rejects_newer_format(exported, tmp_path, monkeypatch):
     params, metadata = read_rule_file(exported)
     metadata = {key: value for key, value in metadata.items() if key not in ("format", "format_version")}
@@ -150,12 +184,26 @@ def test_evaluate_rejects_unknown_task(exported, tmp_path, capsys):
 
 
 def test_rule_needing_a_missing_signal_is_rejected():
-    class TaskWithoutLabels:
-        signals = ()
+    with pytest.raises(NeuroevoError) as error:
+        check_features_available(("pre", "error"), "control")
 
-    with pytest.raises(NeuroevoError, match="reads error"):
-        check_features_available(("pre", "error"), TaskWithoutLabels(), "unlabelled")
-    check_features_available(("pre", "post"), TaskWithoutLabels(), "unlabelled")
+    assert str(error.value).startswith("this rule cannot run on task 'control': it reads error, which needs the error signal")
+    assert "and control provides reward" in str(error.value)
+    assert "evaluate it on a task with error: breast_cancer, continual_digits, dataset, digits, iris, sinusoid, spike_patterns, wine" in str(error.value)
+
+
+def test_rule_reading_provided_signals_is_accepted():
+    check_features_available(("pre", "post", "error"), "digits")
+    check_features_available(("pre", "reward"), "control")
+
+
+def test_evaluate_explains_missing_signal(exported, tmp_path, capsys):
+    assert main(["evaluate", str(exported), "--task", "control", "--out", str(tmp_path / "e")]) == 2
+    error_lines = capsys.readouterr().err.splitlines()
+
+    assert len(error_lines) == 1
+    assert "this rule cannot run on task 'control'" in error_lines[0]
+    assert "rule.features" not in error_lines[0]
 
 
 def test_inspect_writes_plot(exported, tmp_path, capsys):
@@ -256,6 +304,30 @@ def test_inspect_plots_control_rule(tmp_path, capsys):
 
     assert (tmp_path / "cartpole.rule.pre-weight.png").stat().st_size > 0
     assert "reward=1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--x", "nope"], "--x 'nope' is not a feature of this rule"),
+        (["--x", "pre", "--y", "pre"], "--x and --y are both 'pre'"),
+        (["--out", "{tmp}/missing/plot.png"], "cannot write plot '{tmp}/missing/plot.png': its directory does not exist"),
+    ],
+    ids=["unknown_feature", "same_feature", "missing_directory"],
+)
+def test_inspect_checks_arguments_before_lifetimes(exported, tmp_path, monkeypatch, capsys, arguments, message):
+    def no_lifetimes(config):
+        raise AssertionError("inspect built the experiment before checking its arguments")
+
+    monkeypatch.setattr(inspect_rule, "build_experiment", no_lifetimes)
+    arguments = [argument.replace("{tmp}", str(tmp_path)) for argument in arguments]
+
+    code = main(["inspect", str(exported), *arguments])
+    output = capsys.readouterr()
+
+    assert code == 2
+    assert message.replace("{tmp}", str(tmp_path)) in output.err
+    assert output.out == ""
 
 
 def test_inspect_rejects_per_edge_rule(tmp_path, capsys):

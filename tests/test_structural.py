@@ -177,7 +177,8 @@ def test_rule_without_growth_output_regrows_at_random():
 
 
 def test_growth_output_summed_over_window():
-    structure = {"every": 50, "density": 0.5, "regrow": "rule"}
+    # A lifetime of small_config has 12 steps; the 10 steps below end before the first refresh.
+    structure = {"every": 12, "density": 0.5, "prune": True, "regrow": "rule"}
     learner = build_experiment(small_config(structure)).learner
     params = learner.rule.init(jax.random.key(0))
     last = params["params"]["Dense_1"]
@@ -451,6 +452,10 @@ def test_evolved_thresholds_in_params():
         ({"every": 5, "evolve": ["every"]}, "structure.evolve"),
         ({"every": 5, "density": 0.0}, "structure.density"),
         ({"every": -1}, "structure.every"),
+        ({"every": 5, "regrow": "random"}, "structure.regrow=random only refills edges that pruning removed"),
+        ({"every": 5, "redo": True, "evolve": ["prune_threshold"]}, "structure.evolve contains prune_threshold, but structure.prune=false"),
+        ({"every": 5, "prune": True, "evolve": ["redo_threshold"]}, "structure.evolve contains redo_threshold, but structure.redo=false"),
+        ({"every": 5, "prune": True, "evolve": ["grama_threshold"]}, "structure.evolve contains grama_threshold, but structure.grama=false"),
     ],
 )
 def test_invalid_structure_config(structure, message):
@@ -465,11 +470,24 @@ def test_invalid_structure_config(structure, message):
         ({"every": 5, "prune": True, "regrow": "random"}, True, (6,), "structure.regrow=rule"),
         ({"every": 5, "redo": True}, None, (), "network.hidden"),
         ({"every": 5, "grama": True}, None, (), "structure.grama"),
+        ({"every": 13, "prune": True, "redo": True}, None, (6,), "structure.every=13 is longer than the 12-step lifetime of the digits task, so no refresh ever runs structure.prune and structure.redo"),
     ],
 )
 def test_structure_needs_parts_of_network_and_rule(structure, growth, hidden, message):
     with pytest.raises(ConfigError, match=message):
         build_experiment(small_config(structure, hidden=hidden, growth=growth))
+
+
+def test_refresh_period_may_equal_lifetime():
+    experiment = build_experiment(small_config({"every": 12, "redo": True}))
+
+    assert experiment.task.lifetime_length == 12
+
+
+def test_refresh_period_unbounded_when_only_measuring():
+    experiment = build_experiment(small_config({"every": 50}))
+
+    assert experiment.config.structure.every > experiment.task.lifetime_length
 
 
 def test_rule_file_keeps_growth_output(tmp_path):
