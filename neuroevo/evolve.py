@@ -140,40 +140,48 @@ def device_grid(n_devices: int, population: int) -> tuple[int, int]:
 
 
 @functools.cache
-def cpu_cache_bytes() -> int:
-    """Size of one core's L2 cache, read from Linux sysfs; 2 MiB where it cannot be read."""
-    try:
-        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip().upper()
-        scale = {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
-        return int(text.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        return 2 * 2**20
+def cpu_cache_bytes(level: int = 2) -> int:
+    """Size of cpu0's unified cache of ``level`` (2 or 3), read from Linux sysfs.
+
+    Where sysfs does not list it, returns 1 MiB for L2 and 16 MiB for L3.
+    """
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if int((index / "level").read_text()) != level or (index / "type").read_text().strip() != "Unified":
+                continue
+            text = (index / "size").read_text().strip().upper()
+            scale = {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            continue
+    return {2: 2**20, 3: 16 * 2**20}[level]
 
 
 def cpu_lifetime_batch(members: int, n_weights: int, n_lifetimes: int) -> int:
     """Lifetimes per member to run at once on a CPU when ``evolution.lifetime_batch`` is null.
 
     A lifetime's weights take ``members x n_weights`` float32 values. All lifetimes run at
-    once while the weights of all of them fit in three L2 caches. Beyond that, batches hold
-    as many lifetimes as fit in half an L2 cache (each step reads the weights and writes
-    new ones), and at least one. Both thresholds are a rule of thumb fitted to these
-    generation times on the 2-core development machine (2 MiB of L2 per core), relative to
-    all lifetimes at once:
+    once while the weights of all of them fit in the last-level (L3) cache. Beyond that,
+    batches hold as many lifetimes as fit in half an L2 cache (each step reads the weights
+    and writes new ones), and at least one. Generation times with population 64 and 8
+    lifetimes on a quiet 2-core AMD EPYC (1 MiB of L2 per core, 32 MiB of L3), fastest of
+    5 interleaved calls:
 
-    - 128-neuron benchmark network, 1 MB per lifetime, 8 lifetimes: batches of 1 took 0.93
-      of the time, batches of 2 took 0.95;
-    - 64-32-5 network, 0.6 MB per lifetime, 8 lifetimes: batches of 1 took 1.20, batches of
-      2 took 1.10;
-    - default digits config, 83 kB per lifetime, 8 lifetimes: batches of 1 took 1.43.
+    - 128-neuron benchmark network, 1 MB per lifetime: 0.376 s all at once, 0.387 s in
+      batches of 2, 0.403 s in batches of 1;
+    - 512-neuron benchmark network, 7.9 MB per lifetime: 3.00 s all at once, 2.76 s in
+      batches of 2, 2.69 s in batches of 1.
 
-    Running lifetimes in sequence adds loop overhead, which only pays off when the weights
-    no longer fit in cache.
+    Earlier measurements on a 2-core Intel Xeon (2 MiB of L2 per core) agree for smaller
+    networks: on a 64-32-5 network, batches of 1 took 1.20 of the time of all at once, and
+    on the default digits config 1.43.
+    NOTE: on that Xeon the 128-neuron network ran 7% faster in batches of 1, which this
+    rule does not choose. Set ``evolution.lifetime_batch`` where it matters.
     """
-    cache = cpu_cache_bytes()
     bytes_per_lifetime = members * n_weights * 4
-    if bytes_per_lifetime * n_lifetimes <= 3 * cache:
+    if bytes_per_lifetime * n_lifetimes <= cpu_cache_bytes(3):
         return n_lifetimes
-    return max(1, cache // 2 // bytes_per_lifetime)
+    return max(1, cpu_cache_bytes(2) // 2 // bytes_per_lifetime)
 
 
 def _pad(tree: Any, size: int) -> Any:

@@ -122,18 +122,26 @@ def linear_fit_r2(sizes: list[float], seconds: list[float]) -> float:
 def tanh_kernels() -> dict[str, tuple[Callable[[], Any], int]]:
     """Two compute-bound tanh kernels, each as (call, tanh evaluations per call).
 
-    ``chained``: 256 dependent tanh passes over 2**16 float32 values that stay in cache.
+    ``chained``: 2048 dependent tanh passes over 2**16 float32 values that stay in cache.
     ``fused``: 16 independent tanh of each of 2**18 values summed in one fused loop, the shape
-    of the MLP rule's per-edge work with nothing else in it.
+    of the MLP rule's per-edge work with nothing else in it, called 24 times in a row.
+
+    Each call takes tens of milliseconds on a 2-core CPU, because process CPU time on some
+    machines advances in scheduler ticks of several milliseconds. A call of 1 ms could then
+    measure zero CPU time and an absurd ceiling.
     """
     values = jax.random.normal(jax.random.key(0), (1 << 16,), jnp.float32)
-    passes = 256
+    passes = 2048
     chained = jax.jit(lambda x: lax.fori_loop(0, passes, lambda _, v: jnp.tanh(v) * 1.5, x))
 
     wide = jax.random.normal(jax.random.key(1), (1 << 18,), jnp.float32)
     offsets = jnp.linspace(-1.0, 1.0, 16)
     fused = jax.jit(lambda x, c: sum(jnp.tanh(x + c[unit]) for unit in range(16)))
-    return {"chained": (lambda: chained(values), values.size * passes), "fused": (lambda: fused(wide, offsets), wide.size * 16)}
+    fused_calls = 24
+    return {
+        "chained": (lambda: chained(values), values.size * passes),
+        "fused": (lambda: [fused(wide, offsets) for _ in range(fused_calls)], wide.size * 16 * fused_calls),
+    }
 
 
 def tanh_rates(timings: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -108,12 +108,15 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=128, choices=sorted(NETWORKS), help="network size of the benchmark (default 128)")
     parser.add_argument("--calls", type=int, default=3, help="traced generations (default 3)")
     parser.add_argument("--top", type=int, default=25, help="kernels to list (default 25)")
+    parser.add_argument("--lifetime-batch", type=int, help="lifetimes per member at once (default: evolution.lifetime_batch's rule)")
     args = parser.parse_args()
-    if args.calls < 1 or args.top < 1:
-        parser.error(f"--calls={args.calls} and --top={args.top} must be at least 1")
+    if args.calls < 1 or args.top < 1 or (args.lifetime_batch is not None and not 1 <= args.lifetime_batch <= 8):
+        parser.error(f"--calls={args.calls} and --top={args.top} must be at least 1, and --lifetime-batch={args.lifetime_batch} between 1 and 8")
 
     task_config, hidden = NETWORKS[args.neurons]
     evolution, state, pools = build_evolution(task_config, hidden, reference_rule(), population=64, lifetimes=8)
+    if args.lifetime_batch is not None:
+        evolution.lifetime_batch = args.lifetime_batch
     compiled = Evolution.generation.lower(evolution, state, pools).compile()
     for _ in range(2):
         state, metrics = compiled(state, pools)
@@ -122,7 +125,8 @@ def main() -> None:
     table = kernel_table(compiled.as_text())
     totals = {name: value for name, value in trace_kernels(compiled, state, pools, args.calls).items() if name in table}
     blocks = block_shapes(evolution)
-    steps = evolution.lifetimes_per_member * evolution.task.lifetime_length
+    at_once = evolution.lifetime_batch or evolution.lifetimes_per_member
+    steps = -(-evolution.lifetimes_per_member // at_once) * evolution.task.lifetime_length  # lifetime steps run in sequence
 
     def role(name: str) -> str:
         entry = table[name]

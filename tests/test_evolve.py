@@ -217,14 +217,15 @@ def test_make_strategy_even_population():
 
 
 def test_cpu_lifetime_batch_fits_cache(monkeypatch):
-    monkeypatch.setattr(evolve, "cpu_cache_bytes", lambda: 2**21)
+    monkeypatch.setattr(evolve, "cpu_cache_bytes", lambda level=2: {2: 2**20, 3: 32 * 2**20}[level])
 
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=4065, n_lifetimes=8) == 1  # 8.3 MB in all, 1.04 MB per lifetime
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=2245, n_lifetimes=8) == 8  # 4.6 MB in all fits three caches
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=4065, n_lifetimes=8) == 8  # 8.3 MB in all fits the L3
     assert evolve.cpu_lifetime_batch(members=64, n_weights=325, n_lifetimes=8) == 8
-    assert evolve.cpu_lifetime_batch(members=16, n_weights=4065, n_lifetimes=64) == 4  # 260 kB per lifetime
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=31_000, n_lifetimes=8) == 1  # never below one
+    assert evolve.cpu_lifetime_batch(members=64, n_weights=30_945, n_lifetimes=8) == 1  # 63 MB in all, 7.9 MB per lifetime
+    assert evolve.cpu_lifetime_batch(members=16, n_weights=4065, n_lifetimes=512) == 2  # 260 kB per lifetime, 133 MB in all
+    assert evolve.cpu_lifetime_batch(members=4, n_weights=4065, n_lifetimes=4096) == 8  # 65 kB per lifetime
 
 
 def test_cpu_cache_bytes_positive():
-    assert evolve.cpu_cache_bytes() >= 2**16
+    assert evolve.cpu_cache_bytes(2) >= 2**16
+    assert evolve.cpu_cache_bytes(3) >= evolve.cpu_cache_bytes(2)
