@@ -157,29 +157,36 @@ def cpu_cache_bytes(level: int = 2) -> int:
     return {2: 2**20, 3: 16 * 2**20}[level]
 
 
-def cpu_lifetime_batch(members: int, n_weights: int, n_lifetimes: int) -> int:
+def cpu_lifetime_batch(members: int, n_weights: int, n_lifetimes: int, compute_bound: bool = False) -> int:
     """Lifetimes per member to run at once on a CPU when ``evolution.lifetime_batch`` is null.
 
     A lifetime's weights take ``members x n_weights`` float32 values. All lifetimes run at
-    once while the weights of all of them fit in the last-level (L3) cache. Beyond that,
+    once while the weights of all of them fit in a budget of cache: the last-level (L3)
+    cache for a ``compute_bound`` rule, whose per-edge work (the MLP rule's tanh units)
+    outweighs reading and writing the weights, else three L2 caches. Beyond the budget,
     batches hold as many lifetimes as fit in half an L2 cache (each step reads the weights
-    and writes new ones), and at least one. Generation times with population 64 and 8
-    lifetimes on a quiet 2-core AMD EPYC (1 MiB of L2 per core, 32 MiB of L3), fastest of
-    5 interleaved calls:
+    and writes new ones), and at least one.
 
-    - 128-neuron benchmark network, 1 MB per lifetime: 0.376 s all at once, 0.387 s in
-      batches of 2, 0.403 s in batches of 1;
-    - 512-neuron benchmark network, 7.9 MB per lifetime: 3.00 s all at once, 2.76 s in
-      batches of 2, 2.69 s in batches of 1.
+    Generation times with population 64 and 8 lifetimes, fastest of 5 to 9 interleaved calls
+    on a 2-core AMD EPYC (1 MiB of L2 per core, 32 MiB of L3):
 
-    Earlier measurements on a 2-core Intel Xeon (2 MiB of L2 per core) agree for smaller
-    networks: on a 64-32-5 network, batches of 1 took 1.20 of the time of all at once, and
-    on the default digits config 1.43.
-    NOTE: on that Xeon the 128-neuron network ran 7% faster in batches of 1, which this
-    rule does not choose. Set ``evolution.lifetime_batch`` where it matters.
+    - reference MLP rule, 128-neuron benchmark network, 1 MB per lifetime, quiet machine:
+      0.376 s all at once, 0.387 s in batches of 2, 0.403 s in batches of 1;
+    - the same rule on the 512-neuron network, 7.9 MB per lifetime: 3.00 s all at once,
+      2.76 s in batches of 2, 2.69 s in batches of 1;
+    - cheap rules on the 128-neuron network, with another job on the machine: BCM took
+      0.196 s all at once against 0.077 s in batches of 1, three-factor 0.077 s against
+      0.073 s, while Oja (0.034 s against 0.046 s) and ABCD (0.042 s against 0.046 s) ran
+      faster all at once.
+
+    On a 2-core Intel Xeon (2 MiB of L2 per core), batches of 1 took 1.20 of the time of all
+    at once on a 64-32-5 network, and 1.43 on the default digits config.
+    NOTE: on that Xeon the MLP rule's 128-neuron generation ran 7% faster in batches of 1,
+    which this rule does not choose. Set ``evolution.lifetime_batch`` where it matters.
     """
     bytes_per_lifetime = members * n_weights * 4
-    if bytes_per_lifetime * n_lifetimes <= cpu_cache_bytes(3):
+    budget = cpu_cache_bytes(3) if compute_bound else 3 * cpu_cache_bytes(2)
+    if bytes_per_lifetime * n_lifetimes <= budget:
         return n_lifetimes
     return max(1, cpu_cache_bytes(2) // 2 // bytes_per_lifetime)
 
@@ -212,7 +219,8 @@ class Evolution:
         self.lifetime_batch = config.lifetime_batch
         members_per_device = -(-config.population // self.grid[0])
         if self.lifetime_batch is None and jax.default_backend() == "cpu":
-            self.lifetime_batch = cpu_lifetime_batch(members_per_device, learner.topology.n_edges, config.lifetimes_per_member)
+            compute_bound = bool(getattr(learner.rule, "compute_bound", False))
+            self.lifetime_batch = cpu_lifetime_batch(members_per_device, learner.topology.n_edges, config.lifetimes_per_member, compute_bound)
         self._check_memory(members_per_device, learner.topology.n_edges)
         self.mesh = None
         if self.n_devices > 1:

@@ -512,6 +512,10 @@ class WithStructureParams:
     def per_edge(self) -> bool:
         return bool(getattr(self.rule, "per_edge", False))
 
+    @property
+    def compute_bound(self) -> bool:
+        return bool(getattr(self.rule, "compute_bound", False))
+
     def bind(self, block_shapes: tuple[tuple[int, ...], ...]) -> WithStructureParams:
         """Bind the wrapped rule to the graph's block shapes (it may be a per-edge rule itself)."""
         return dataclasses.replace(self, rule=rules_base.bind(self.rule, block_shapes))

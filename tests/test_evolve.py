@@ -15,6 +15,7 @@ from neuroevo.errors import ConfigError
 from neuroevo.evolve import Evolution, make_strategy
 from neuroevo.experiment import build_experiment
 from neuroevo.lifetime import Learner
+from neuroevo.rules import ABCDRule, MLPRule
 from neuroevo.tasks import DigitsConfig, build_task
 
 import reference
@@ -219,11 +220,32 @@ def test_make_strategy_even_population():
 def test_cpu_lifetime_batch_fits_cache(monkeypatch):
     monkeypatch.setattr(evolve, "cpu_cache_bytes", lambda level=2: {2: 2**20, 3: 32 * 2**20}[level])
 
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=4065, n_lifetimes=8) == 8  # 8.3 MB in all fits the L3
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=325, n_lifetimes=8) == 8
-    assert evolve.cpu_lifetime_batch(members=64, n_weights=30_945, n_lifetimes=8) == 1  # 63 MB in all, 7.9 MB per lifetime
-    assert evolve.cpu_lifetime_batch(members=16, n_weights=4065, n_lifetimes=512) == 2  # 260 kB per lifetime, 133 MB in all
-    assert evolve.cpu_lifetime_batch(members=4, n_weights=4065, n_lifetimes=4096) == 8  # 65 kB per lifetime
+    # Compute-bound rules: all at once while the weights fit the 32 MiB L3.
+    assert evolve.cpu_lifetime_batch(64, 4065, 8, compute_bound=True) == 8  # 8.3 MB in all
+    assert evolve.cpu_lifetime_batch(64, 30_945, 8, compute_bound=True) == 1  # 63 MB in all, 7.9 MB per lifetime
+    assert evolve.cpu_lifetime_batch(16, 4065, 512, compute_bound=True) == 2  # 260 kB per lifetime, 133 MB in all
+
+    # Other rules: all at once within three 1 MiB L2 caches, else half an L2 per batch.
+    assert evolve.cpu_lifetime_batch(64, 4065, 8) == 1  # 8.3 MB in all, 1.04 MB per lifetime
+    assert evolve.cpu_lifetime_batch(64, 1000, 8) == 8  # 2.0 MB in all
+    assert evolve.cpu_lifetime_batch(4, 4065, 64) == 8  # 65 kB per lifetime, 4.2 MB in all
+
+
+def test_evolution_batches_mlp_rule_by_l3(monkeypatch):
+    monkeypatch.setattr(evolve, "cpu_cache_bytes", lambda level=2: {2: 2**20, 3: 32 * 2**20}[level])
+    task = build_task(DigitsConfig())
+    topology = graph.layered_topology(task.n_inputs, (58,), task.n_outputs)
+    config = EvolutionConfig(population=64, lifetimes_per_member=8)
+
+    mlp = MLPRule(("pre", "post", "weight"), hidden=(16,))
+    abcd = ABCDRule()
+    batches = {
+        name: evolve.Evolution(Learner(topology, rule), task, config, rule.init(jax.random.key(0))).lifetime_batch
+        for name, rule in (("mlp", mlp), ("abcd", abcd))
+    }
+
+    assert batches["mlp"] == 8
+    assert batches["abcd"] == 1
 
 
 def test_cpu_cache_bytes_positive():

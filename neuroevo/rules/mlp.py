@@ -106,6 +106,15 @@ class MLPRule:
     output_scale: float = 0.1
     growth_output: bool = False
 
+    @property
+    def compute_bound(self) -> bool:
+        """Return True when evaluating the rule costs more than reading and writing the weights, as with hidden units.
+
+        On a CPU, evolution then runs more lifetimes at once (see
+        :func:`neuroevo.evolve.cpu_lifetime_batch`).
+        """
+        return bool(self.hidden)
+
     @classmethod
     def from_config(cls, config: MLPRuleConfig) -> MLPRule:
         return cls(config.features, config.hidden, config.activation, config.output_scale, config.growth_output)
