@@ -240,7 +240,10 @@ def _resume_hint_on_interrupt(run_dir: Path):
     try:
         yield
     except KeyboardInterrupt:
-        raise RunInterrupted(f"continue the run from its last checkpoint with: neuroevo evolve --resume {shlex.quote(str(run_dir))}") from None
+        command = f"neuroevo evolve --resume {shlex.quote(str(run_dir))}"
+        if jax.process_count() > 1:
+            command += " --distributed, in every process with its launch options"
+        raise RunInterrupted(f"continue the run from its last checkpoint with: {command}") from None
 
 
 def _read_records(path: Path, up_to: int) -> list[dict]:
