@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +54,21 @@ from neuroevo.tasks import task_name
 
 HELDOUT_METHODS = ("evolved", "no_plasticity", "random_rule", "sgd_one_pass", "sgd_multi_pass")
 Log = Callable[[str], None]
+
+
+def print_progress(message: str) -> None:
+    """Print ``message`` to stdout, and keep the run going once stdout's reader has gone.
+
+    When the output is piped into a program that exits early (``neuroevo evolve | head``),
+    the next print raises BrokenPipeError. The run then sends this and every later message
+    to /dev/null instead of dying before its next checkpoint.
+    """
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 _MAX_ALL_INVALID_GENERATIONS = 5  # a run stops when every member fails this many generations in a row
 
 
@@ -111,7 +128,7 @@ def _format_seconds(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
+def evolve(config: Config, out_dir: Path, log: Log = print_progress) -> dict:
     """Start a run in ``out_dir``; returns the summary written to ``summary.json``."""
     out_dir = Path(out_dir)
     main = is_main_process()
@@ -129,7 +146,7 @@ def evolve(config: Config, out_dir: Path, log: Log = print) -> dict:
         return _run(experiment, evolution, out_dir, state, BestRule(evolution.center(state)), [], log)
 
 
-def resume(run_dir: Path, log: Log = print, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def resume(run_dir: Path, log: Log = print_progress, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Continue the run in ``run_dir`` from its last checkpoint (or from the start if it has none).
 
     ``overrides`` may only set ``evolution.generations``, which extends a run (finished or
@@ -290,6 +307,18 @@ def _all_invalid_message(settings: Any, streak: int, generation: int) -> str:
     )
 
 
+def _progress_time(seconds: float, first_seconds: float, after_first: int, left: int) -> str:
+    """Describe the elapsed time and estimate the rest from the generations after the first.
+
+    The first generation also compiles, so it predicts nothing about the others.
+    """
+    elapsed = f"{_format_seconds(seconds)} elapsed"
+    if after_first == 0:
+        return f"{elapsed}, including compilation"
+    remaining = (seconds - first_seconds) / after_first * left
+    return f"{elapsed}, ~{_format_seconds(remaining)} left"
+
+
 def _run(
     experiment: Experiment,
     evolution: Evolution | MetaGradient,
@@ -312,7 +341,9 @@ def _run(
         f"{jax.device_count()} {jax.default_backend()} device(s); run directory {out_dir}"
     )
 
+    log("compiling and running the first generation; on a large network compilation can take minutes")
     started = time.perf_counter()
+    first_seconds = 0.0
     earlier_seconds = records[-1]["wall_time"] if records else 0.0
     report_every = max(1, settings.generations // 20)
     all_invalid_streak = 0
@@ -340,6 +371,8 @@ def _run(
                         _save_best_rule(experiment, out_dir, best)
 
             seconds = time.perf_counter() - started
+            if generation == first:
+                first_seconds = seconds
             record["wall_time"] = round(earlier_seconds + seconds, 3)
             records.append(record)
             if main:
@@ -354,14 +387,12 @@ def _run(
                 save_checkpoint(out_dir, state, best.params, {"generation": generation, "best": best.info(), "config": config_to_dict(config)})
 
             if generation % report_every == 0 or "train_eval" in record or generation == first:
-                done = generation - first + 1
-                remaining = seconds / done * (settings.generations - generation)
                 line = f"gen {generation:>5}/{settings.generations}  best {record['best_fitness']:.4f}  mean {record['mean_fitness']:.4f}"
                 if record["nan_count"]:
                     line += f"  invalid {record['nan_count']}"
                 if "train_eval" in record:
                     line += f"  center: meta-train {record['train_eval']:.4f} meta-test {record['test_eval']:.4f}"
-                log(line + f"  [{_format_seconds(seconds)} elapsed, ~{_format_seconds(remaining)} left]")
+                log(line + f"  [{_progress_time(seconds, first_seconds, generation - first, settings.generations - generation)}]")
 
     if main:
         plot_fitness(records, out_dir / "fitness.png", "return" if experiment.task.metric == "return" else settings.fitness)

@@ -59,7 +59,9 @@ _EPS = 1e-9
 class StructureConfig:
     """Structural plasticity (config section ``structure``); ``every: 0`` turns it off entirely."""
 
-    every: int = 0  # steps between refreshes; 0: no refresh and no structure metrics
+    # Steps between refreshes; 0: no refresh and no structure metrics. With every mechanism off,
+    # a value above the lifetime measures the dormant fraction over the whole lifetime.
+    every: int = 0
     density: float = 1.0  # share of the topology's edges that exist at the start, per non-bias block; it sets the edge budget
     prune: bool = False
     prune_threshold: float = 0.1  # prune |w| < prune_threshold * mean |w| of the block's existing edges

@@ -318,3 +318,30 @@ def test_progress_counts_read_as_singular():
     description = run._describe_outer_loop(settings)
 
     assert description.endswith("population 64, 1 lifetime per member, 1 generation")
+
+
+def test_progress_time_skips_first_generation():
+    from neuroevo.run import _progress_time
+
+    assert _progress_time(10.0, 10.0, 0, 99) == "10s elapsed, including compilation"
+    # Two generations after a first one of 8 s took 4 s together, so 99 more take 198 s.
+    assert _progress_time(12.0, 8.0, 2, 99) == "12s elapsed, ~3m18s left"
+
+
+def test_progress_survives_closed_pipe():
+    script = "\n".join(
+        [
+            "import sys",
+            "from neuroevo.run import print_progress",
+            "for _ in range(20000):",
+            "    print_progress('x' * 100)",
+            "print('done', file=sys.stderr)",
+        ]
+    )
+    reader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.readline()
+    reader.stdout.close()
+    _, stderr = reader.communicate(timeout=120)
+
+    assert reader.returncode == 0
+    assert stderr.decode().strip() == "done"
