@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="compare a saved rule with baselines on fresh lifetimes of any task")
     evaluate.add_argument("rule_or_run", metavar="RULE_OR_RUN", help="rule file or run directory")
-    evaluate.add_argument("--task", help="registered task name (default: the task the rule was evolved on)")
+    evaluate.add_argument("--task", help="registered task name, or a bundled config whose task section to use (default: the task the rule was evolved on)")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set task.k_shot=5 (repeatable)")
     evaluate.add_argument("--lifetimes", type=int, help="meta-test lifetimes per method (default: evaluation.lifetimes of the rule's config)")
     evaluate.add_argument("--out", help="output directory (default: evaluations/<rule>-<task>-<time>)")

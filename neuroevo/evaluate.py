@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from neuroevo.compare_control import compare_control
-from neuroevo.config import apply_overrides, config_from_dict
+from neuroevo.config import apply_overrides, config_from_dict, read_yaml
 from neuroevo.errors import NeuroevoError
 from neuroevo.experiment import build_experiment, compare_heldout
 from neuroevo.export import check_same_graph, find_rule_file, load_rule
@@ -38,6 +38,24 @@ def check_features_available(feature_names: tuple[str, ...], task_label: str) ->
     )
 
 
+def bundled_task_section(name: str, log: Callable[[str], None]) -> dict | None:
+    """Return the task section of the bundled config ``name`` when ``name`` is not a task name, else None.
+
+    Bundled configs such as ``cartpole`` set up a registered task (``control``) with options,
+    so ``--task cartpole`` means that setup.
+    """
+    from neuroevo.cli import bundled_configs
+
+    configs = bundled_configs()
+    if name in TASK_CONFIGS or name not in configs:
+        return None
+    section = read_yaml(configs[name]).get("task")
+    if not isinstance(section, dict):
+        return None
+    log(f"--task {name}: {name} is a bundled config, so its task section is used ({section.get('name')} with its options)")
+    return section
+
+
 def evaluate_rule(
     rule_or_run: str | Path,
     task: str | None = None,
@@ -59,7 +77,7 @@ def evaluate_rule(
     data = dict(source)
     data["rule"] = loaded.metadata["rule"]
     if task is not None and task != source.get("task", {}).get("name"):
-        data["task"] = {"name": task}
+        data["task"] = bundled_task_section(task, log) or {"name": task}
     data = apply_overrides(data, list(overrides or []))
     if lifetimes is not None:
         if lifetimes < 2:

@@ -183,6 +183,14 @@ def test_evaluate_rejects_unknown_task(exported, tmp_path, capsys):
     assert "'imagenet' is not a registered task" in capsys.readouterr().err
 
 
+def test_evaluate_task_takes_bundled_config_name(exported, tmp_path, capsys):
+    assert main(["evaluate", str(exported), "--task", "cartpole", "--out", str(tmp_path / "e")]) == 2
+    captured = capsys.readouterr()
+
+    assert "cartpole is a bundled config, so its task section is used (control with its options)" in captured.out
+    assert "this rule cannot run on task 'control'" in captured.err
+
+
 def test_rule_needing_a_missing_signal_is_rejected():
     with pytest.raises(NeuroevoError) as error:
         check_features_available(("pre", "error"), "control")
