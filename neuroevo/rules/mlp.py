@@ -81,7 +81,7 @@ def _project_unit_major(features: jax.Array, kernel_rows: list[jax.Array], bias:
     handful of features. On a CPU each small batched dot is a library call of its own, while
     the multiply-adds fuse with the code that stacks the features. The optimization barrier
     keeps XLA from fusing the projection into the per-edge loop, where it would be recomputed
-    for every edge of the row or column. A generation of the reference rule ran about 5%
+    for every edge of the row or column. A generation of the reference rule ran about 6%
     faster on a 2-core CPU than with dots (``scripts/bench.py``).
     """
     expand = (slice(None),) + (None,) * (features.ndim - 1)
