@@ -141,9 +141,9 @@ def device_grid(n_devices: int, population: int) -> tuple[int, int]:
 
 @functools.cache
 def cpu_cache_bytes(level: int = 2) -> int:
-    """Size of cpu0's unified cache of ``level`` (2 or 3), read from Linux sysfs.
+    """Return the size of cpu0's unified cache of ``level`` (2 or 3), read from Linux sysfs.
 
-    Where sysfs does not list it, returns 1 MiB for L2 and 16 MiB for L3.
+    Where sysfs does not list it, return 1 MiB for L2 and 16 MiB for L3.
     """
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:

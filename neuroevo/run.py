@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from neuroevo import __version__
-from neuroevo.checkpoint import corrupt_checkpoint_error, load_checkpoint, save_checkpoint
+from neuroevo.checkpoint import CHECKPOINT_NAME, corrupt_checkpoint_error, load_checkpoint, save_checkpoint
 from neuroevo.compare_control import compare_control
 from neuroevo.config import Config, apply_overrides, config_from_dict, config_to_dict, parse_override, read_yaml
 from neuroevo.distributed import is_main_process
@@ -260,7 +260,9 @@ def _resume_hint_on_interrupt(run_dir: Path):
         command = f"neuroevo evolve --resume {shlex.quote(str(run_dir))}"
         if jax.process_count() > 1:
             command += " --distributed, in every process with its launch options"
-        raise RunInterrupted(f"continue the run from its last checkpoint with: {command}") from None
+        if (run_dir / CHECKPOINT_NAME).exists():
+            raise RunInterrupted(f"continue the run from its last checkpoint with: {command}") from None
+        raise RunInterrupted(f"no checkpoint was written yet, so the run restarts from generation 0 with: {command}") from None
 
 
 def _read_records(path: Path, up_to: int) -> list[dict]:

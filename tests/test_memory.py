@@ -67,7 +67,7 @@ def test_meminfo_without_available_line(tmp_path, monkeypatch):
 
 
 def test_evolution_rejects_population_beyond_memory(monkeypatch):
-    # The default digits network has 325 edges; 64 members x 8 lifetimes need 8 x 166,400 bytes.
+    # The default digits network has 325 edges, so 64 members x 8 lifetimes need 8 x 166,400 bytes.
     monkeypatch.setattr(evolve, "available_memory_bytes", lambda: 3 * 2 * 4 * 64 * 325 + 1)
     experiment = build_experiment(config_from_dict({"evolution": {"lifetime_batch": 8}}))
 

@@ -191,6 +191,23 @@ def test_interrupt_names_the_resume_command(tmp_path, monkeypatch, capsys):
     assert checkpoint_info(run_dir)[0]["generation"] == TINY["evolution"]["checkpoint_every"]
 
 
+def test_interrupt_before_checkpoint_says_restart(tmp_path, monkeypatch, capsys):
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    run_dir = tmp_path / "run"
+
+    def interrupt(record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "strict_json", interrupt)  # writing generation 1's metrics, before any checkpoint
+    code = main(["evolve", str(config_path), "--out", str(run_dir)])
+    error_lines = capsys.readouterr().err.splitlines()
+
+    assert code == 130
+    assert error_lines == [f"neuroevo: interrupted; no checkpoint was written yet, so the run restarts from generation 0 with: neuroevo evolve --resume {run_dir}"]
+    assert not (run_dir / "checkpoint.npz").exists()
+
+
 def test_sigint_exits_130_with_resume_command(tmp_path, environment):
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(TINY))
@@ -204,7 +221,11 @@ def test_sigint_exits_130_with_resume_command(tmp_path, environment):
     _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 130, stderr
-    assert stderr.splitlines() == [f"neuroevo: interrupted; continue the run from its last checkpoint with: neuroevo evolve --resume {run_dir}"]
+    # The signal may come before or after the first checkpoint, so the message may be either.
+    assert stderr.splitlines() in (
+        [f"neuroevo: interrupted; continue the run from its last checkpoint with: neuroevo evolve --resume {run_dir}"],
+        [f"neuroevo: interrupted; no checkpoint was written yet, so the run restarts from generation 0 with: neuroevo evolve --resume {run_dir}"],
+    )
 
 
 def stub_comparison(experiment, rule_params, log=print):
